@@ -1,0 +1,17 @@
+/** `scrooge` entry point (bin/scrooge loads this). The dispatcher is in cli.ts. */
+import type { CliIO } from './command.js';
+import { main, reportError } from './cli.js';
+
+const io: CliIO = {
+  out: (text) => void process.stdout.write(text),
+  err: (text) => void process.stderr.write(text),
+};
+
+main(process.argv.slice(2), io).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.exitCode = reportError(err, undefined, io);
+  },
+);

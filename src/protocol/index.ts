@@ -1,0 +1,5 @@
+export * from './address.js';
+export * from './bytes.js';
+export * from './crypto.js';
+export * from './messages.js';
+export * from './sequence.js';
