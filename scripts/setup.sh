@@ -20,6 +20,7 @@ need nft nftables
 need iptables iptables
 need ip6tables iptables
 need iperf3 iperf3
+need ping iputils-ping
 need dot graphviz
 
 if [ -n "$missing" ]; then

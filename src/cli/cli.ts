@@ -9,7 +9,16 @@ import type { CliIO, Command } from './command.js';
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   keygen: { summary: 'write a new identity key', load: async () => (await import('./commands/keys.js')).keygen },
   pubkey: { summary: "print a key file's public key", load: async () => (await import('./commands/keys.js')).pubkey },
+  run: { summary: 'run the agent (foreground)', load: async () => (await import('./commands/run.js')).run },
+  status: { summary: "show the agent's identity, interfaces and counters", load: async () => (await import('./commands/agent.js')).status },
+  neighbors: { summary: 'list neighbors and their tunnels', load: async () => (await import('./commands/agent.js')).neighbors },
+  tunnels: { summary: 'list tunnels', load: async () => (await import('./commands/agent.js')).tunnels },
+  priority: { summary: "set a neighbor's priority (weight)", load: async () => (await import('./commands/agent.js')).priority },
+  cap: { summary: "cap a neighbor's bandwidth", load: async () => (await import('./commands/agent.js')).cap },
+  alias: { summary: 'name a neighbor', load: async () => (await import('./commands/agent.js')).alias },
+  share: { summary: 'set the share of bandwidth sold to neighbors', load: async () => (await import('./commands/agent.js')).share },
   demo: { summary: 'run the demo mesh', load: async () => (await import('./commands/demo.js')).demo },
+  sim: { summary: 'build CORE scenarios in network namespaces', load: async () => (await import('./commands/sim.js')).sim },
 };
 
 function helpText(): string {

@@ -1,0 +1,12 @@
+// Bundles the CLI (and the benchmarks) into single ES modules with esbuild. One file loads in
+// ~80 ms instead of ~250 ms for the same modules one by one, and a mesh of 20 agents starting
+// at once on two cores notices the difference. Type-checking is `npm run typecheck` (tsc).
+import { build } from 'esbuild';
+import { readdirSync } from 'node:fs';
+
+const banner = { js: "import { createRequire as __scroogeRequire } from 'node:module'; const require = __scroogeRequire(import.meta.url);" };
+const common = { bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, banner, logLevel: 'warning' };
+
+await build({ ...common, entryPoints: { scrooge: 'src/cli/main.ts' }, outdir: 'dist' });
+const benches = readdirSync('test/bench').filter((f) => f.endsWith('.ts'));
+await build({ ...common, entryPoints: benches.map((f) => `test/bench/${f}`), outdir: 'dist/bench' });

@@ -1,0 +1,462 @@
+/**
+ * The daemon (`scrooge run`): wires the pure mesh core to its edges (UDP socket, WireGuard
+ * backend, state directory, control socket) and runs the loops: a 100 ms tick for hellos and
+ * timers, a 1 s look at the interfaces, and a reconcile step that makes the kernel's tunnels
+ * match what the core wants. Components take (deps, options); start()/stop() are safe twice.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import { formatRate, parseRate } from '../config/units.js';
+import { ScroogeError } from '../errors.js';
+import { MeshCore, type Action, type CoreOptions } from '../neighbors/core.js';
+import { tunnelInterfaceName } from '../neighbors/names.js';
+import { ReplayMemory } from '../neighbors/replay.js';
+import { formatEndpoint } from '../protocol/address.js';
+import { fromBase64Strict, toBase64 } from '../protocol/bytes.js';
+import { Verifier, type Identity } from '../protocol/crypto.js';
+import { nextEpoch, SequenceSource } from '../protocol/sequence.js';
+import { loadIdentity, readPassphraseFile } from '../system/keystore.js';
+import { interfaceNamesNow, meshInterfacesNow } from '../system/netif.js';
+import type { Runner } from '../system/runner.js';
+import { UdpTransport } from '../system/transport.js';
+import { detectBackend, type LiveTunnel, type WireGuardBackend } from '../system/wireguard.js';
+import { ControlServer } from './control.js';
+import { Settings } from './settings.js';
+import { StateDir, type StoredTunnel } from './state.js';
+
+const TICK_MS = 100;
+const INTERFACE_POLL_MS = 1000;
+const WATCH_POLL_MS = 200;
+const REPLAY_SAVE_MS = 30_000;
+
+export interface AgentDeps {
+  run: Runner;
+  logger: Logger;
+  /** Wall clock (ms). Injected so tests could drive it; the daemon uses Date.now. */
+  now?: () => number;
+}
+
+export function coreOptionsFrom(config: Config): Partial<CoreOptions> {
+  const d = config.discovery;
+  const t = config.tunnels;
+  return {
+    port: d.port,
+    group: d.group,
+    helloIntervalMs: d.helloInterval,
+    deadIntervalMs: d.deadInterval,
+    maxNeighbors: d.maxNeighbors,
+    tunnels: {
+      enabled: t.enabled,
+      portMin: t.portRange[0],
+      portMax: t.portRange[1],
+      mtu: t.mtu,
+      keepaliveSeconds: Math.max(1, Math.round(t.keepalive / 1000)),
+      deadAfterMs: t.deadAfter,
+      handshakeTimeoutMs: t.handshakeTimeout,
+      rekeyAfterMs: t.rekeyAfter,
+      retryMinMs: 1000,
+      retryMaxMs: 8000,
+    },
+  };
+}
+
+export class Agent {
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private identity!: Identity;
+  private core!: MeshCore;
+  private replay!: ReplayMemory;
+  private state!: StateDir;
+  private settings!: Settings;
+  private transport: UdpTransport | undefined;
+  private backend: WireGuardBackend | undefined;
+  private control: ControlServer | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private started = false;
+  private stopping: Promise<void> | undefined;
+  private startedAt = 0;
+  /** ifname -> generation the kernel has. */
+  private readonly applied = new Map<string, number>();
+  private reconciling = false;
+  private reconcileAgain = false;
+  private lastTunnelsSaved = '';
+  private lastReplaySaved = '';
+  private missingWarned = new Set<string>();
+
+  constructor(private readonly config: Config, private readonly deps: AgentDeps) {
+    this.log = deps.logger.child({ component: 'agent' });
+    this.now = deps.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const c = this.config;
+    if ((c.tunnels.enabled || c.traffic.enabled) && process.getuid?.() !== 0)
+      throw new ScroogeError('ENOTROOT', 'scrooge run needs root (CAP_NET_ADMIN) to build tunnels and program the kernel',
+        'run it as root, or set tunnels.enabled and traffic.enabled to false for discovery only');
+
+    const passphrase = c.passphraseFile ? await readPassphraseFile(c.passphraseFile) : undefined;
+    const loaded = await loadIdentity(c.keyFile, passphrase);
+    if (loaded.warning) this.log.warn(loaded.warning);
+    this.identity = loaded.identity;
+
+    this.state = new StateDir(c.stateDir);
+    this.state.ensure();
+    // The epoch must be durable before the first message (PROTOCOL.md §5).
+    const epoch = nextEpoch(this.state.readEpoch(), this.now() / 1000);
+    this.state.writeEpoch(epoch);
+    const replay = ReplayMemory.fromJSON(this.state.readReplay());
+    this.replay = replay;
+    this.settings = new Settings({ share: c.share, neighbors: c.neighbors }, this.state.readSettings(), (s) => this.state.writeSettings(s));
+
+    this.core = new MeshCore(
+      {
+        identity: this.identity,
+        seq: new SequenceSource(epoch, (e) => this.state.writeEpoch(e)),
+        verifier: new Verifier(),
+        replay,
+        random: (n) => new Uint8Array(randomBytes(n)),
+      },
+      coreOptionsFrom(c),
+    );
+    this.startedAt = this.now();
+    this.log.info({ publicKey: this.core.ownKey, interfaces: c.interfaces.map((i) => i.name), epoch: epoch.toString() }, 'starting');
+
+    if (c.tunnels.enabled) {
+      this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log') });
+      await this.adoptTunnels();
+    }
+
+    this.transport = await UdpTransport.open({ port: c.discovery.port, group: c.discovery.group, logger: this.deps.logger });
+    this.transport.onDatagram((bytes, source) => this.handle(this.core.receive(bytes, source, this.now())));
+
+    this.control = new ControlServer(c.controlSocket, (cmd, args) => this.command(cmd, args), this.log);
+    await this.control.start();
+
+    this.pollInterfaces();
+    this.every(TICK_MS, () => this.handle(this.core.tick(this.now())));
+    this.every(INTERFACE_POLL_MS, () => this.pollInterfaces());
+    this.every(WATCH_POLL_MS, () => void this.watchTunnels());
+    this.every(REPLAY_SAVE_MS, () => this.saveReplay());
+    this.log.info({ controlSocket: c.controlSocket, backend: this.backend?.kind ?? 'none' }, 'running');
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(() => {
+      try {
+        fn();
+      } catch (err) {
+        this.log.error({ err }, 'periodic task failed');
+      }
+    }, ms);
+    this.timers.push(t);
+  }
+
+  /** Stops the loops; removes tunnels unless configured to leave them. Safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.transport?.close();
+    await this.control?.stop();
+    if (!this.core) return;
+    this.saveReplay();
+    if (this.backend) {
+      while (this.reconciling) await new Promise((r) => setTimeout(r, 10));
+      if (this.config.tunnels.removeOnStop) {
+        const names = [...this.applied.keys()];
+        await this.backend.remove(names).catch((err) => this.log.error({ err: (err as Error).message }, 'removing tunnels failed'));
+        this.applied.clear();
+        this.state.writeTunnels({});
+        if (names.length) this.log.info({ tunnels: names.length }, 'removed tunnels');
+      } else {
+        this.saveTunnels(true);
+        this.log.info({ tunnels: this.applied.size }, 'left tunnels in place (tunnels.removeOnStop is false)');
+      }
+    }
+    this.log.info('stopped');
+  }
+
+  // ------------------------------------------------------------------ core <-> edges
+
+  private handle(actions: Action[]): void {
+    for (const a of actions) {
+      if (a.kind === 'send') this.transport?.send(a.iface, a.to, a.bytes);
+      else this.logEvent(a);
+    }
+    // Cheap when nothing changed (a map comparison); keeps the kernel in step with the core.
+    this.scheduleReconcile();
+  }
+
+  private logEvent(e: Action & { kind: 'event' }): void {
+    const { kind: _k, event, ...fields } = e;
+    const name = 'neighbor' in fields ? this.settings.neighbor(fields.neighbor).alias : undefined;
+    const f = { event, ...fields, ...(name ? { alias: name } : {}) };
+    switch (event) {
+      case 'tunnel-offer':
+      case 'tunnel-answer':
+      case 'offer-crossed':
+      case 'neighbor-two-way':
+        this.log.debug(f, event);
+        break;
+      case 'tunnel-no-port':
+        this.log.error(f, 'no free tunnel port: widen tunnels.portRange');
+        break;
+      default:
+        this.log.info(f, event);
+    }
+  }
+
+  private pollInterfaces(): void {
+    const names = this.config.interfaces.map((i) => i.name);
+    const present = meshInterfacesNow(names);
+    for (const name of names) {
+      const here = present.some((p) => p.name === name && p.linkLocal);
+      if (!here && !this.missingWarned.has(name)) {
+        this.missingWarned.add(name);
+        this.log.warn({ iface: name, present: interfaceNamesNow() }, `mesh interface ${name} is missing or has no IPv6 link-local address; waiting for it`);
+      } else if (here && this.missingWarned.delete(name)) {
+        this.log.info({ iface: name }, `mesh interface ${name} is up`);
+      }
+    }
+    this.transport?.setInterfaces(present.filter((p) => p.linkLocal).map((p) => p.name));
+    this.handle(this.core.setInterfaces(present, this.now()));
+  }
+
+  // ------------------------------------------------------------------ tunnels
+
+  /** Tunnels left by a previous run: adopt the ones the state file vouches for, remove the rest. */
+  private async adoptTunnels(): Promise<void> {
+    const backend = this.backend!;
+    const live = await backend.listTunnels();
+    if (!live.length) return;
+    const stored = this.state.readTunnels();
+    const configs = await backend.read(live);
+    const adopt: { ifname: string; rec: StoredTunnel; cfg: LiveTunnel }[] = [];
+    const remove: string[] = [];
+    for (const ifname of live) {
+      const rec = stored[ifname];
+      const cfg = configs.get(ifname);
+      const neighbor = rec && fromBase64Strict(rec.neighbor, 32);
+      if (rec && cfg && neighbor && tunnelInterfaceName(this.identity.publicKey, neighbor) === ifname) adopt.push({ ifname, rec, cfg });
+      else remove.push(ifname);
+    }
+    if (remove.length) {
+      await backend.remove(remove);
+      this.log.info({ tunnels: remove }, 'removed tunnels this agent cannot vouch for');
+    }
+    const now = this.now();
+    this.core.adoptTunnels(adopt.map(({ ifname, rec, cfg }) => ({
+      ifname, neighbor: fromBase64Strict(rec.neighbor, 32)!, role: rec.role, privateKey: cfg.privateKey, listenPort: cfg.listenPort, iface: rec.iface,
+      peer: cfg.peer?.endpoint ? { tunnelKey: cfg.peer.publicKey, endpoint: cfg.peer.endpoint } : undefined,
+    })), now);
+    // What is live already matches what the core now wants: mark it applied without touching it.
+    for (const intent of this.core.desiredTunnels()) {
+      if (!adopt.some((a) => a.ifname === intent.ifname)) continue;
+      this.applied.set(intent.ifname, intent.generation);
+      this.handle(this.core.tunnelApplied(intent.ifname, intent.generation, now));
+    }
+    if (adopt.length) this.log.info({ tunnels: adopt.map((a) => a.ifname) }, 'adopted tunnels from the previous run');
+  }
+
+  private scheduleReconcile(): void {
+    if (!this.backend || this.stopping) return;
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return;
+    }
+    this.reconciling = true;
+    void this.reconcile().finally(() => {
+      this.reconciling = false;
+      if (this.reconcileAgain && !this.stopping) {
+        this.reconcileAgain = false;
+        this.scheduleReconcile();
+      }
+    });
+  }
+
+  /** Makes the kernel's tunnels match core.desiredTunnels(); adds before it removes. */
+  private async reconcile(): Promise<void> {
+    const backend = this.backend!;
+    const desired = this.core.desiredTunnels();
+    const todo = desired.filter((d) => this.applied.get(d.ifname) !== d.generation);
+    const wanted = new Set(desired.map((d) => d.ifname));
+    const gone = [...this.applied.keys()].filter((n) => !wanted.has(n));
+    if (!todo.length && !gone.length) return;
+    try {
+      if (todo.length) {
+        const started = performance.now();
+        const outcomes = await backend.apply(todo, new Set(this.applied.keys()));
+        const now = this.now();
+        for (const o of outcomes) {
+          if (o.ok) {
+            this.applied.set(o.ifname, o.generation);
+            this.handle(this.core.tunnelApplied(o.ifname, o.generation, now));
+          } else {
+            this.log.warn({ ifname: o.ifname, err: o.error }, 'tunnel setup failed; will retry');
+            this.handle(this.core.tunnelFailed(o.ifname, o.generation, { portBusy: o.portBusy }, now));
+          }
+        }
+        this.log.debug({ tunnels: todo.length, ms: Math.round(performance.now() - started) }, 'applied tunnels');
+      }
+      if (gone.length) {
+        await backend.remove(gone);
+        for (const n of gone) this.applied.delete(n);
+      }
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'tunnel reconcile failed; will retry');
+      setTimeout(() => this.scheduleReconcile(), 1000).unref();
+    }
+    this.saveTunnels(false);
+  }
+
+  private saveTunnels(force: boolean): void {
+    const records: Record<string, StoredTunnel> = {};
+    for (const n of this.core.neighborList()) {
+      const t = n.tunnel;
+      if (!t || !this.applied.has(t.ifname)) continue;
+      records[t.ifname] = { neighbor: n.key, role: t.role, listenPort: t.listenPort, iface: t.peerEndpoint?.zone ?? n.iface ?? '' };
+    }
+    const text = JSON.stringify(records);
+    if (!force && text === this.lastTunnelsSaved) return;
+    this.lastTunnelsSaved = text;
+    this.state.writeTunnels(records);
+  }
+
+  private saveReplay(): void {
+    const entries = this.replay.toJSON();
+    const text = JSON.stringify(entries);
+    if (text === this.lastReplaySaved) return;
+    this.lastReplaySaved = text;
+    this.state.writeReplay(entries);
+  }
+
+  private watching = false;
+  private async watchTunnels(): Promise<void> {
+    if (!this.backend || this.watching) return;
+    const names = this.core.tunnelsToWatch().filter((n) => this.applied.has(n));
+    if (!names.length) return;
+    this.watching = true;
+    try {
+      const live = await this.backend.read(names);
+      const now = this.now();
+      for (const [ifname, t] of live) if (t.peer) this.handle(this.core.tunnelObserved(ifname, t.peer.stats, now));
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'reading tunnel stats failed');
+    } finally {
+      this.watching = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ control socket
+
+  private async command(cmd: string, args: Record<string, unknown>): Promise<unknown> {
+    switch (cmd) {
+      case 'status':
+        return this.status();
+      case 'neighbors':
+        return { neighbors: await this.neighborRows() };
+      case 'tunnels':
+        return { tunnels: (await this.neighborRows()).filter((n) => n.tunnel).map((n) => ({ neighbor: n.key, alias: n.alias, ...n.tunnel })) };
+      case 'set':
+        return this.setNeighbor(args);
+      default:
+        throw new ScroogeError('EUNKNOWNCMD', `the agent does not know the command "${cmd}"`);
+    }
+  }
+
+  private status() {
+    const c = this.core.counters;
+    return {
+      publicKey: this.core.ownKey,
+      tunnelAddress: this.core.tunnelAddress,
+      uptimeSeconds: Math.round((this.now() - this.startedAt) / 1000),
+      pid: process.pid,
+      interfaces: this.config.interfaces.map((i) => {
+        const live = this.core.interfaceList().find((x) => x.name === i.name);
+        return { name: i.name, up: !!live?.linkLocal, linkLocal: live?.linkLocal ?? null };
+      }),
+      backend: this.backend?.kind ?? null,
+      neighbors: this.core.neighborList().length,
+      tunnels: this.applied.size,
+      share: this.settings.share,
+      counters: { sent: c.sent, received: c.received, dropped: c.dropped, sendErrors: this.transport?.sendErrors ?? 0 },
+    };
+  }
+
+  private async neighborRows() {
+    const list = this.core.neighborList();
+    const names = list.map((n) => n.tunnel?.ifname).filter((n): n is string => !!n && this.applied.has(n));
+    const live = this.backend && names.length ? await this.backend.read(names).catch(() => new Map<string, LiveTunnel>()) : new Map<string, LiveTunnel>();
+    const now = this.now();
+    return list.map((n) => {
+      const s = this.settings.neighbor(n.key);
+      const t = n.tunnel;
+      const stats = t ? live.get(t.ifname)?.peer?.stats : undefined;
+      const handshake = stats && stats.latestHandshakeMs > 0 ? stats.latestHandshakeMs : undefined;
+      return {
+        key: n.key,
+        alias: s.alias ?? null,
+        state: n.state,
+        iface: n.iface ?? null,
+        linkLocal: n.linkLocal ?? null,
+        control: n.control ? formatEndpoint(n.control) : null,
+        lastSeq: n.lastSeq?.toString() ?? null,
+        firstHeardAgoMs: now - n.firstHeard,
+        lastHeardAgoMs: now - n.lastHeard,
+        priority: s.priority,
+        cap: s.cap === undefined ? null : formatRate(s.cap),
+        capBitsPerSecond: s.cap ?? null,
+        tunnel: t
+          ? {
+              ifname: t.ifname,
+              state: !t.applied ? 'configuring' : t.phase === 'up' ? (handshake ? 'up' : 'handshaking') : t.phase,
+              role: t.role,
+              listenPort: t.listenPort,
+              peerEndpoint: t.peerEndpoint ? formatEndpoint(t.peerEndpoint) : null,
+              latestHandshakeAgoMs: handshake === undefined ? null : Math.max(0, now - handshake),
+              rxBytes: stats?.rxBytes ?? 0,
+              txBytes: stats?.txBytes ?? 0,
+            }
+          : null,
+      };
+    });
+  }
+
+  private setNeighbor(args: Record<string, unknown>) {
+    if (args['share'] !== undefined) {
+      const share = Number(args['share']);
+      if (!(share > 0 && share <= 1)) throw new ScroogeError('EVALUE', `share must be in (0, 1], got ${String(args['share'])}`);
+      this.settings.setShare(share);
+      this.log.info({ share }, 'share changed');
+      return { share };
+    }
+    const key = this.settings.resolve(String(args['neighbor'] ?? ''), this.core.neighborList().map((n) => n.key));
+    const change: { alias?: string; priority?: number; cap?: number | null } = {};
+    if (args['alias'] !== undefined) change.alias = String(args['alias']);
+    if (args['priority'] !== undefined) change.priority = Number(args['priority']);
+    if (args['cap'] !== undefined) {
+      if (args['cap'] === null) change.cap = null;
+      else {
+        const bits = parseRate(String(args['cap']));
+        if (bits === undefined) throw new ScroogeError('EVALUE', `not a rate: "${String(args['cap'])}" (write e.g. "2mbit", "500kbit", or "none")`);
+        change.cap = bits;
+      }
+    }
+    const result = this.settings.update(key, change);
+    this.log.info({ neighbor: key, ...change }, 'neighbor settings changed');
+    return { neighbor: key, alias: result.alias ?? null, priority: result.priority, cap: result.cap === undefined ? null : formatRate(result.cap) };
+  }
+
+  /** For tests and status: our identity key, base64. */
+  get publicKey(): string {
+    return toBase64(this.identity.publicKey);
+  }
+}

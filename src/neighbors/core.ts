@@ -1,0 +1,744 @@
+/**
+ * The mesh core: the neighbor table and the tunnel negotiation state machine, as one pure
+ * object. Inputs are datagrams, interface lists, WireGuard observations and the time (always
+ * passed in, never read); outputs are actions (datagrams to send, events to log) and the
+ * desired set of tunnels, which the agent reconciles onto the kernel.
+ * No sockets, no processes, no timers here (STYLE.md): a test drives hours of mesh life in
+ * milliseconds with a fake clock.
+ *
+ * The rules are PROTOCOL.md §5-§7; the comments point there.
+ */
+import { x25519 } from '@noble/curves/ed25519.js';
+import { type Endpoint, withZone } from '../protocol/address.js';
+import { bytesEqual, compareBytes, toBase64 } from '../protocol/bytes.js';
+import type { Identity, Verifier } from '../protocol/crypto.js';
+import {
+  encodeMessage, HELLO, HELLO_CONFIRM, TUNNEL, TUNNEL_CONFIRM,
+  type Message, type MessageType, type TunnelConfirm, type TunnelOffer,
+} from '../protocol/messages.js';
+import type { SequenceSource } from '../protocol/sequence.js';
+import { Admission, DEFAULT_LIMITS, type AdmissionLimits, type DropReason } from './admission.js';
+import { tunnelInterfaceName, tunnelLinkLocal } from './names.js';
+import type { ReplayMemory } from './replay.js';
+
+/** WireGuard's REJECT-AFTER-TIME: a session older than this cannot carry data. */
+export const WIREGUARD_REJECT_AFTER_MS = 180_000;
+
+export interface CoreOptions {
+  /** Discovery/control UDP port (PROTOCOL.md §1). */
+  port: number;
+  /** Link-local multicast group for hellos. */
+  group: string;
+  helloIntervalMs: number;
+  /** Hello interval is multiplied by 1 ± this, so neighbors do not send in lockstep. */
+  helloJitter: number;
+  /** A neighbor not heard for this long is quiet (and gone, unless its tunnel is alive). */
+  deadIntervalMs: number;
+  maxNeighbors: number;
+  limits: AdmissionLimits;
+  tunnels: TunnelOptions;
+}
+
+export interface TunnelOptions {
+  enabled: boolean;
+  portMin: number;
+  portMax: number;
+  mtu: number;
+  keepaliveSeconds: number;
+  /** A tunnel that received nothing for this long is dead (keepalives guarantee traffic). */
+  deadAfterMs: number;
+  /** Renegotiate a configured tunnel that has seen no handshake after this long. */
+  handshakeTimeoutMs: number;
+  rekeyAfterMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+}
+
+export const DEFAULT_CORE_OPTIONS: CoreOptions = {
+  port: 51819,
+  group: 'ff02::114',
+  helloIntervalMs: 1000,
+  helloJitter: 0.25,
+  deadIntervalMs: 3500,
+  maxNeighbors: 256,
+  limits: DEFAULT_LIMITS,
+  tunnels: {
+    enabled: true,
+    portMin: 51820,
+    portMax: 52819,
+    mtu: 1420,
+    keepaliveSeconds: 5,
+    deadAfterMs: 16_000,
+    handshakeTimeoutMs: 15_000,
+    rekeyAfterMs: 24 * 3600_000,
+    retryMinMs: 1000,
+    retryMaxMs: 8000,
+  },
+};
+
+export interface CoreDeps {
+  identity: Identity;
+  seq: SequenceSource;
+  verifier: Verifier;
+  replay: ReplayMemory;
+  /** Cryptographically secure random bytes (tunnel keys, jitter). */
+  random: (n: number) => Uint8Array;
+}
+
+export interface MeshInterface {
+  name: string;
+  /** The node's link-local address on it; an interface without one cannot speak. */
+  linkLocal: string | undefined;
+}
+
+export type CoreEvent =
+  | { event: 'neighbor-added'; neighbor: string; iface: string; address: string }
+  | { event: 'neighbor-two-way'; neighbor: string }
+  | { event: 'neighbor-quiet'; neighbor: string }
+  | { event: 'neighbor-back'; neighbor: string }
+  | { event: 'neighbor-removed'; neighbor: string; reason: string }
+  | { event: 'tunnel-offer'; neighbor: string; ifname: string; attempt: number; rekey: boolean }
+  | { event: 'tunnel-answer'; neighbor: string; ifname: string }
+  | { event: 'tunnel-configured'; neighbor: string; ifname: string; role: TunnelRole }
+  | { event: 'tunnel-handshake'; neighbor: string; ifname: string; afterMs: number }
+  | { event: 'tunnel-renegotiate'; neighbor: string; ifname: string; reason: string }
+  | { event: 'tunnel-removed'; neighbor: string; ifname: string; reason: string }
+  | { event: 'offer-crossed'; neighbor: string; winner: 'us' | 'them' }
+  | { event: 'tunnel-no-port'; neighbor: string; range: string };
+
+export type Action =
+  | { kind: 'send'; iface: string; to: Endpoint; bytes: Uint8Array; type: MessageType; neighbor?: string }
+  | ({ kind: 'event' } & CoreEvent);
+
+export type TunnelRole = 'initiator' | 'responder';
+/** offering: our offer is out (or our end is being built for it); answering: building our end
+ * for their offer; up: both ends configured (the handshake may still be pending). */
+export type TunnelPhase = 'offering' | 'answering' | 'up';
+
+export interface TunnelPeer {
+  tunnelKey: Uint8Array;
+  /** Zone = our interface towards the neighbor. */
+  endpoint: Endpoint;
+}
+
+/** What the interface should look like: reconciled onto the kernel by the agent. */
+export interface TunnelIntent {
+  ifname: string;
+  neighbor: string;
+  /** Bumped on every change, so "applied" reports can be matched to what was asked. */
+  generation: number;
+  privateKey: Uint8Array;
+  publicKey: Uint8Array;
+  listenPort: number;
+  /** Our address on the tunnel (fe80::/64, PROTOCOL.md §6). */
+  address: string;
+  mtu: number;
+  peer: (TunnelPeer & { keepaliveSeconds: number }) | undefined;
+}
+
+interface TunnelKeys {
+  privateKey: Uint8Array;
+  publicKey: Uint8Array;
+}
+
+interface TunnelState {
+  ifname: string;
+  role: TunnelRole;
+  phase: TunnelPhase;
+  listenPort: number;
+  /** What the interface should carry now. */
+  active: TunnelKeys & { peer: TunnelPeer | undefined };
+  generation: number;
+  appliedGeneration: number;
+  /** Initiator: the key pair offered (differs from `active` during a re-key). */
+  offered: TunnelKeys | undefined;
+  /** The interface we offered/answered on (where the neighbor was heard). */
+  iface: string;
+  attempts: number;
+  nextRetryAt: number;
+  configuredAt: number;
+  rekeyAt: number;
+  handshakeAt: number | undefined;
+  rxBytes: number;
+  rxChangedAt: number;
+  /** When WireGuard was last asked about this tunnel. */
+  observedAt: number;
+  /** Sent confirm for the current peer (responder); resent on a duplicate offer. */
+  confirm: { peerKey: Uint8Array } | undefined;
+}
+
+interface Path {
+  /** The neighbor's address on this interface (source of its datagrams). */
+  linkLocal: string;
+  /** Where it takes unicast messages (zone = this interface). */
+  control: Endpoint;
+  lastHeard: number;
+}
+
+interface NeighborState {
+  key: string;
+  publicKey: Uint8Array;
+  paths: Map<string, Path>;
+  firstHeard: number;
+  lastHeard: number;
+  /** Last time we had proof that it hears us (PROTOCOL.md §6 "Who offers"). */
+  twoWayAt: number | undefined;
+  quiet: boolean;
+  /** When hellos stopped (the tunnel then has to prove the neighbor alive). */
+  quietSince: number;
+  tunnel: TunnelState | undefined;
+}
+
+/** Read-only view of a neighbor for status output. */
+export interface NeighborView {
+  key: string;
+  iface: string | undefined;
+  linkLocal: string | undefined;
+  control: Endpoint | undefined;
+  lastSeq: bigint | undefined;
+  firstHeard: number;
+  lastHeard: number;
+  state: 'heard' | 'two-way' | 'quiet';
+  tunnel: TunnelView | undefined;
+}
+
+export interface TunnelView {
+  ifname: string;
+  role: TunnelRole;
+  phase: TunnelPhase;
+  listenPort: number;
+  localKey: string;
+  peerKey: string | undefined;
+  peerEndpoint: Endpoint | undefined;
+  handshakeAt: number | undefined;
+  applied: boolean;
+}
+
+/** Observations of a WireGuard interface, from `wg show` / the UAPI. */
+export interface TunnelStats {
+  /** Unix ms of the latest handshake, 0 if none. */
+  latestHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+/** A tunnel found on the system at start, with what the state file said about it. */
+export interface AdoptedTunnel {
+  ifname: string;
+  neighbor: Uint8Array;
+  role: TunnelRole;
+  privateKey: Uint8Array;
+  listenPort: number;
+  iface: string;
+  peer: TunnelPeer | undefined;
+}
+
+export type Counters = {
+  sent: Record<MessageType, number>;
+  received: Record<MessageType, number>;
+  dropped: Partial<Record<DropReason | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed', number>>;
+};
+
+function emptyCounts(): Record<MessageType, number> {
+  return { [HELLO]: 0, [HELLO_CONFIRM]: 0, [TUNNEL]: 0, [TUNNEL_CONFIRM]: 0 };
+}
+
+export class MeshCore {
+  readonly options: CoreOptions;
+  readonly ownKey: string;
+  readonly tunnelAddress: string;
+  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {} };
+
+  private readonly neighbors = new Map<string, NeighborState>();
+  private readonly interfaces = new Map<string, MeshInterface & { nextHelloAt: number }>();
+  private readonly admission: Admission;
+  /** Ports that failed to bind, with when to try them again. */
+  private readonly busyPorts = new Map<number, number>();
+
+  constructor(private readonly deps: CoreDeps, options: Partial<CoreOptions> = {}) {
+    this.options = { ...DEFAULT_CORE_OPTIONS, ...options, tunnels: { ...DEFAULT_CORE_OPTIONS.tunnels, ...options.tunnels } };
+    this.ownKey = toBase64(deps.identity.publicKey);
+    this.tunnelAddress = tunnelLinkLocal(deps.identity.publicKey);
+    this.admission = new Admission(
+      {
+        ownKey: deps.identity.publicKey,
+        replay: deps.replay,
+        verifier: deps.verifier,
+        table: {
+          knownSource: (k) => {
+            const n = this.neighbors.get(k);
+            if (!n) return undefined;
+            const p = this.preferredPath(n);
+            return p ? `${p[1].linkLocal}%${p[0]}` : '';
+          },
+          isFull: () => this.neighbors.size >= this.options.maxNeighbors,
+        },
+      },
+      this.options.limits,
+    );
+  }
+
+  // ---------------------------------------------------------------- interfaces and hellos
+
+  /** The mesh interfaces present now. New ones (or a new address) get a hello at once. */
+  setInterfaces(list: readonly MeshInterface[], now: number): Action[] {
+    const actions: Action[] = [];
+    const seen = new Set<string>();
+    for (const i of list) {
+      seen.add(i.name);
+      const cur = this.interfaces.get(i.name);
+      if (!cur || cur.linkLocal !== i.linkLocal) {
+        this.interfaces.set(i.name, { ...i, nextHelloAt: now });
+      }
+    }
+    for (const name of [...this.interfaces.keys()]) if (!seen.has(name)) this.interfaces.delete(name);
+    // Paths over interfaces that are gone are gone too.
+    for (const n of this.neighbors.values()) for (const iface of [...n.paths.keys()]) if (!seen.has(iface)) n.paths.delete(iface);
+    actions.push(...this.sendDueHellos(now));
+    return actions;
+  }
+
+  private sendDueHellos(now: number): Action[] {
+    const actions: Action[] = [];
+    for (const i of this.interfaces.values()) {
+      if (!i.linkLocal || now < i.nextHelloAt) continue;
+      const jitter = 1 + this.options.helloJitter * (2 * this.randomUnit() - 1);
+      i.nextHelloAt = now + this.options.helloIntervalMs * jitter;
+      actions.push(this.send(i.name, { address: this.options.group, zone: i.name, port: this.options.port }, {
+        type: HELLO, publicKey: this.deps.identity.publicKey, seq: this.deps.seq.next(),
+        control: { address: i.linkLocal, zone: i.name, port: this.options.port },
+      }));
+    }
+    return actions;
+  }
+
+  private randomUnit(): number {
+    const b = this.deps.random(4);
+    return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) / 2 ** 32;
+  }
+
+  private send(iface: string, to: Endpoint, m: Message, neighbor?: string): Action {
+    const { bytes } = encodeMessage(m, this.deps.identity.sign);
+    this.counters.sent[m.type]++;
+    return { kind: 'send', iface, to, bytes, type: m.type, ...(neighbor ? { neighbor } : {}) };
+  }
+
+  private drop(reason: keyof Counters['dropped']): void {
+    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  /**
+   * One datagram from the socket. `source` is the sender's link-local address and `iface` the
+   * interface it arrived on (from the address's zone). Never throws on the datagram's content.
+   */
+  receive(datagram: Uint8Array, source: { address: string; iface: string | undefined }, now: number): Action[] {
+    const iface = source.iface;
+    const mesh = iface === undefined ? undefined : this.interfaces.get(iface);
+    if (!mesh || !mesh.linkLocal) {
+      // Only mesh interfaces speak the protocol (never an uplink).
+      this.drop('wrong-interface');
+      return [];
+    }
+    const admitted = this.admission.admit(datagram, `${source.address}%${iface}`, now);
+    if (!admitted.ok) {
+      this.drop(admitted.reason);
+      return [];
+    }
+    const { message: m, publicKeyText: key } = admitted.decoded;
+    this.counters.received[m.type]++;
+    const actions: Action[] = [];
+    let n = this.neighbors.get(key);
+    if (!n) {
+      // Admission let an unknown sender through only with a hello or hello_confirm.
+      n = { key, publicKey: m.publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, tunnel: undefined };
+      this.neighbors.set(key, n);
+      actions.push({ kind: 'event', event: 'neighbor-added', neighbor: key, iface: iface!, address: source.address });
+    }
+    if (n.quiet) {
+      n.quiet = false;
+      actions.push({ kind: 'event', event: 'neighbor-back', neighbor: key });
+    }
+    n.lastHeard = now;
+    const path = n.paths.get(iface!);
+    const control = m.type === HELLO || m.type === HELLO_CONFIRM ? withZone(m.control, iface) : path?.control;
+    if (control) n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now });
+    else if (path) path.lastHeard = now;
+
+    if (m.type !== HELLO) {
+      // Any unicast message proves the neighbor has our control address: the link is two-way.
+      if (n.twoWayAt === undefined) actions.push({ kind: 'event', event: 'neighbor-two-way', neighbor: key });
+      n.twoWayAt = now;
+    }
+
+    switch (m.type) {
+      case HELLO:
+        actions.push(this.send(iface!, control!, {
+          type: HELLO_CONFIRM, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
+          control: { address: mesh.linkLocal, zone: iface, port: this.options.port },
+        }, key));
+        break;
+      case HELLO_CONFIRM:
+        break;
+      case TUNNEL:
+        actions.push(...this.onOffer(n, m, iface!, now));
+        break;
+      case TUNNEL_CONFIRM:
+        actions.push(...this.onConfirm(n, m, iface!, now));
+        break;
+    }
+    actions.push(...this.maybeInitiate(n, now));
+    return actions;
+  }
+
+  // ---------------------------------------------------------------- tunnel negotiation
+
+  private newKeys(): TunnelKeys {
+    const privateKey = this.deps.random(32);
+    return { privateKey, publicKey: x25519.getPublicKey(privateKey) };
+  }
+
+  private allocatePort(now: number): number | undefined {
+    const used = new Set<number>();
+    for (const n of this.neighbors.values()) if (n.tunnel) used.add(n.tunnel.listenPort);
+    for (let p = this.options.tunnels.portMin; p <= this.options.tunnels.portMax; p++) {
+      const busyUntil = this.busyPorts.get(p);
+      if (used.has(p) || (busyUntil !== undefined && busyUntil > now)) continue;
+      return p;
+    }
+    return undefined;
+  }
+
+  private noPort(n: NeighborState): Action {
+    const { portMin, portMax } = this.options.tunnels;
+    return { kind: 'event', event: 'tunnel-no-port', neighbor: n.key, range: `${portMin}-${portMax}` };
+  }
+
+  private preferredPath(n: NeighborState): [string, Path] | undefined {
+    let best: [string, Path] | undefined;
+    for (const e of n.paths) if (!best || e[1].lastHeard > best[1].lastHeard) best = e;
+    return best;
+  }
+
+  /** Start a negotiation if the link is two-way and there is no tunnel (PROTOCOL.md §6). */
+  private maybeInitiate(n: NeighborState, now: number): Action[] {
+    if (!this.options.tunnels.enabled || n.tunnel || n.twoWayAt === undefined) return [];
+    return this.initiate(n, now, 'new');
+  }
+
+  private initiate(n: NeighborState, now: number, reason: 'new' | 'rekey' | string): Action[] {
+    const path = this.preferredPath(n);
+    if (!path) return [];
+    const [iface] = path;
+    const old = n.tunnel;
+    const listenPort = old?.listenPort ?? this.allocatePort(now);
+    if (listenPort === undefined) return [this.noPort(n)];
+    const keys = this.newKeys();
+    const rekey = reason === 'rekey' && old?.phase === 'up';
+    const t: TunnelState = {
+      ifname: old?.ifname ?? tunnelInterfaceName(this.deps.identity.publicKey, n.publicKey),
+      role: 'initiator',
+      phase: 'offering',
+      listenPort,
+      // A re-key keeps the working configuration until the neighbor confirms the new key.
+      active: rekey ? old!.active : { ...keys, peer: undefined },
+      generation: (old?.generation ?? 0) + (rekey ? 0 : 1),
+      appliedGeneration: old?.appliedGeneration ?? 0,
+      offered: keys,
+      iface,
+      attempts: 0,
+      nextRetryAt: now,
+      configuredAt: old?.configuredAt ?? now,
+      rekeyAt: Infinity,
+      handshakeAt: rekey ? old!.handshakeAt : undefined,
+      rxBytes: old?.rxBytes ?? 0,
+      rxChangedAt: old?.rxChangedAt ?? now,
+      observedAt: old?.observedAt ?? 0,
+      confirm: undefined,
+    };
+    n.tunnel = t;
+    const actions: Action[] = [];
+    if (old && reason !== 'new') actions.push({ kind: 'event', event: 'tunnel-renegotiate', neighbor: n.key, ifname: t.ifname, reason });
+    // The offer goes out once our end listens (tunnelApplied), or now for a re-key.
+    actions.push(...this.sendOfferIfDue(n, now));
+    return actions;
+  }
+
+  private sendOfferIfDue(n: NeighborState, now: number): Action[] {
+    const t = n.tunnel;
+    if (!t || t.phase !== 'offering' || !t.offered || t.appliedGeneration !== t.generation || now < t.nextRetryAt) return [];
+    const path = n.paths.get(t.iface) ?? this.preferredPath(n)?.[1];
+    const mine = this.interfaces.get(t.iface);
+    if (!path || !mine?.linkLocal) return [];
+    t.attempts++;
+    const { retryMinMs, retryMaxMs } = this.options.tunnels;
+    t.nextRetryAt = now + Math.min(retryMaxMs, retryMinMs * 2 ** (t.attempts - 1));
+    return [
+      { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered.privateKey },
+      this.send(t.iface, path.control, {
+        type: TUNNEL, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
+        tunnelKey: t.offered.publicKey, endpoint: { address: mine.linkLocal, zone: t.iface, port: t.listenPort },
+      }, n.key),
+    ];
+  }
+
+  private onOffer(n: NeighborState, m: TunnelOffer, iface: string, now: number): Action[] {
+    if (!this.options.tunnels.enabled) return [];
+    const t = n.tunnel;
+    const peer: TunnelPeer = { tunnelKey: m.tunnelKey, endpoint: withZone(m.endpoint, iface) };
+    if (t?.role === 'initiator' && t.phase === 'offering') {
+      // Crossing offers: the lower identity key's offer wins (PROTOCOL.md §6).
+      if (compareBytes(this.deps.identity.publicKey, n.publicKey) < 0) {
+        this.drop('offer-crossed');
+        return [{ kind: 'event', event: 'offer-crossed', neighbor: n.key, winner: 'us' }];
+      }
+    } else if (t?.active.peer && bytesEqual(t.active.peer.tunnelKey, m.tunnelKey)) {
+      // A retransmitted offer: our confirm was lost. Answer again, change nothing.
+      return t.phase === 'up' && t.role === 'responder' ? [this.sendConfirm(n, t)] : [];
+    }
+    const crossed = t?.role === 'initiator' && t.phase === 'offering';
+    // Reuse what we built: a crossing loser keeps the end it already has (key and port).
+    const keys = crossed && t!.offered && t!.active.privateKey === t!.offered.privateKey ? t!.offered : this.newKeys();
+    const listenPort = t?.listenPort ?? this.allocatePort(now);
+    if (listenPort === undefined) return [this.noPort(n)];
+    n.tunnel = {
+      ifname: t?.ifname ?? tunnelInterfaceName(this.deps.identity.publicKey, n.publicKey),
+      role: 'responder',
+      phase: 'answering',
+      listenPort,
+      active: { ...keys, peer },
+      generation: (t?.generation ?? 0) + 1,
+      appliedGeneration: t?.appliedGeneration ?? 0,
+      offered: undefined,
+      iface,
+      attempts: 0,
+      nextRetryAt: Infinity,
+      configuredAt: now,
+      rekeyAt: Infinity,
+      handshakeAt: undefined,
+      rxBytes: t?.rxBytes ?? 0,
+      rxChangedAt: now,
+      observedAt: t?.observedAt ?? 0,
+      confirm: undefined,
+    };
+    const actions: Action[] = [];
+    if (crossed) actions.push({ kind: 'event', event: 'offer-crossed', neighbor: n.key, winner: 'them' });
+    actions.push({ kind: 'event', event: 'tunnel-answer', neighbor: n.key, ifname: n.tunnel.ifname });
+    return actions;
+  }
+
+  private sendConfirm(n: NeighborState, t: TunnelState): Action {
+    const mine = this.interfaces.get(t.iface);
+    const path = n.paths.get(t.iface) ?? this.preferredPath(n)?.[1];
+    t.confirm = { peerKey: t.active.peer!.tunnelKey };
+    return this.send(t.iface, path!.control, {
+      type: TUNNEL_CONFIRM, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
+      tunnelKey: t.active.publicKey, endpoint: { address: mine!.linkLocal!, zone: t.iface, port: t.listenPort },
+    }, n.key);
+  }
+
+  private onConfirm(n: NeighborState, m: TunnelConfirm, iface: string, now: number): Action[] {
+    const t = n.tunnel;
+    if (!t || t.role !== 'initiator' || t.phase !== 'offering' || !t.offered || t.attempts === 0) {
+      // Duplicate confirms (answers to our retransmissions) land here harmlessly.
+      if (!(t?.phase === 'up' && t.active.peer && bytesEqual(t.active.peer.tunnelKey, m.tunnelKey))) this.drop('unexpected-confirm');
+      return [];
+    }
+    t.active = { ...t.offered, peer: { tunnelKey: m.tunnelKey, endpoint: withZone(m.endpoint, iface) } };
+    t.iface = iface;
+    t.phase = 'up';
+    t.generation++;
+    t.configuredAt = now;
+    t.handshakeAt = undefined;
+    t.rekeyAt = now + this.options.tunnels.rekeyAfterMs;
+    return [{ kind: 'event', event: 'tunnel-configured', neighbor: n.key, ifname: t.ifname, role: t.role }];
+  }
+
+  /** The agent applied `generation` of a tunnel intent to the kernel. */
+  tunnelApplied(ifname: string, generation: number, now: number): Action[] {
+    const n = this.neighborByIfname(ifname);
+    const t = n?.tunnel;
+    if (!n || !t || generation !== t.generation) return [];
+    t.appliedGeneration = generation;
+    if (t.phase === 'offering') return this.sendOfferIfDue(n, now);
+    if (t.phase === 'answering') {
+      t.phase = 'up';
+      t.configuredAt = now;
+      return [this.sendConfirm(n, t), { kind: 'event', event: 'tunnel-configured', neighbor: n.key, ifname, role: t.role }];
+    }
+    if (t.phase === 'up' && t.role === 'initiator') t.configuredAt = now;
+    return [];
+  }
+
+  /** Applying failed. A busy port is avoided for a minute; anything else is retried by tick(). */
+  tunnelFailed(ifname: string, generation: number, reason: { portBusy?: boolean }, now: number): Action[] {
+    const n = this.neighborByIfname(ifname);
+    const t = n?.tunnel;
+    if (!n || !t || generation !== t.generation) return [];
+    if (reason.portBusy) {
+      this.busyPorts.set(t.listenPort, now + 60_000);
+      const port = this.allocatePort(now);
+      if (port === undefined) return [];
+      t.listenPort = port;
+      t.generation++;
+    }
+    return [];
+  }
+
+  /** Observations from WireGuard (see `tunnelsToWatch`). */
+  tunnelObserved(ifname: string, stats: TunnelStats, now: number): Action[] {
+    const n = this.neighborByIfname(ifname);
+    const t = n?.tunnel;
+    if (!n || !t) return [];
+    t.observedAt = now;
+    if (stats.rxBytes !== t.rxBytes) {
+      t.rxBytes = stats.rxBytes;
+      t.rxChangedAt = now;
+    }
+    if (stats.latestHandshakeMs > 0 && t.phase !== 'offering') {
+      const first = t.handshakeAt === undefined;
+      t.handshakeAt = stats.latestHandshakeMs;
+      if (first) return [{ kind: 'event', event: 'tunnel-handshake', neighbor: n.key, ifname, afterMs: Math.max(0, now - t.configuredAt) }];
+    }
+    return [];
+  }
+
+  /** Interfaces whose WireGuard stats the core wants now: fresh tunnels and quiet neighbors'. */
+  tunnelsToWatch(): string[] {
+    const out: string[] = [];
+    for (const n of this.neighbors.values()) {
+      const t = n.tunnel;
+      if (t && t.appliedGeneration > 0 && (n.quiet || (t.phase === 'up' && t.handshakeAt === undefined))) out.push(t.ifname);
+    }
+    return out;
+  }
+
+  private neighborByIfname(ifname: string): NeighborState | undefined {
+    for (const n of this.neighbors.values()) if (n.tunnel?.ifname === ifname) return n;
+    return undefined;
+  }
+
+  /** Tunnels found at start (left by a previous run) that the state file vouches for. */
+  adoptTunnels(tunnels: readonly AdoptedTunnel[], now: number): void {
+    for (const a of tunnels) {
+      const key = toBase64(a.neighbor);
+      if (a.ifname !== tunnelInterfaceName(this.deps.identity.publicKey, a.neighbor)) continue;
+      const n: NeighborState = this.neighbors.get(key) ?? {
+        key, publicKey: a.neighbor, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, tunnel: undefined,
+      };
+      const keys = { privateKey: a.privateKey, publicKey: x25519.getPublicKey(a.privateKey) };
+      n.tunnel = {
+        ifname: a.ifname, role: a.role, phase: a.peer ? 'up' : 'offering', listenPort: a.listenPort,
+        active: { ...keys, peer: a.peer }, generation: 1, appliedGeneration: 0, offered: a.peer ? undefined : keys,
+        iface: a.iface, attempts: 0, nextRetryAt: now, configuredAt: now, rekeyAt: now + this.options.tunnels.rekeyAfterMs,
+        handshakeAt: undefined, rxBytes: 0, rxChangedAt: now, observedAt: 0, confirm: a.peer && a.role === 'responder' ? { peerKey: a.peer.tunnelKey } : undefined,
+      };
+      this.neighbors.set(key, n);
+    }
+  }
+
+  // ---------------------------------------------------------------- time
+
+  /** Periodic work: hellos, expiry, retries, handshake timeouts, re-keys. Call every ~100 ms. */
+  tick(now: number): Action[] {
+    const actions = this.sendDueHellos(now);
+    const o = this.options;
+    for (const n of [...this.neighbors.values()]) {
+      for (const [iface, p] of n.paths) if (now - p.lastHeard > o.deadIntervalMs) n.paths.delete(iface);
+      const heard = now - n.lastHeard <= o.deadIntervalMs;
+      const t = n.tunnel;
+      if (!heard && !n.quiet && t?.active.peer && t.handshakeAt !== undefined) {
+        // Hellos stopped but the tunnel worked: watch it before judging (tunnelsToWatch).
+        n.quiet = true;
+        n.quietSince = now;
+        t.rxChangedAt = Math.max(t.rxChangedAt, n.lastHeard);
+        actions.push({ kind: 'event', event: 'neighbor-quiet', neighbor: n.key });
+      }
+      if (!heard) {
+        if (!n.quiet || !this.tunnelAlive(t!, n, now)) {
+          // Gone by both measures (PROTOCOL.md §6 "Liveness").
+          this.neighbors.delete(n.key);
+          if (t) actions.push({ kind: 'event', event: 'tunnel-removed', neighbor: n.key, ifname: t.ifname, reason: 'neighbor gone' });
+          actions.push({ kind: 'event', event: 'neighbor-removed', neighbor: n.key, reason: 'not heard and no live tunnel' });
+          continue;
+        }
+      }
+      if (n.twoWayAt !== undefined && now - n.twoWayAt > o.deadIntervalMs) n.twoWayAt = undefined;
+      if (!t) {
+        if (heard) actions.push(...this.maybeInitiate(n, now));
+        continue;
+      }
+      if (t.phase === 'offering') {
+        actions.push(...this.sendOfferIfDue(n, now));
+      } else if (t.phase === 'up') {
+        if (t.handshakeAt === undefined && t.appliedGeneration === t.generation && now - t.configuredAt > o.tunnels.handshakeTimeoutMs && heard) {
+          actions.push(...this.initiate(n, now, 'no handshake'));
+        } else if (t.role === 'initiator' && now >= t.rekeyAt && heard) {
+          actions.push(...this.initiate(n, now, 'rekey'));
+        } else if (t.active.peer?.endpoint.zone !== undefined && !this.interfaces.has(t.active.peer.endpoint.zone) && heard) {
+          actions.push(...this.initiate(n, now, 'interface gone'));
+        }
+      }
+    }
+    return actions;
+  }
+
+  /**
+   * A quiet neighbor's tunnel is alive while WireGuard received something from it within the
+   * tunnel dead interval (persistent keepalives guarantee traffic) and, once observed, its
+   * latest handshake is younger than REJECT-AFTER-TIME (PROTOCOL.md §6 "Liveness").
+   */
+  private tunnelAlive(t: TunnelState, n: NeighborState, now: number): boolean {
+    if (!t.active.peer || t.handshakeAt === undefined) return false;
+    if (now - t.rxChangedAt > this.options.tunnels.deadAfterMs) return false;
+    const observedSinceQuiet = t.observedAt >= n.quietSince;
+    return !observedSinceQuiet || now - t.handshakeAt <= WIREGUARD_REJECT_AFTER_MS;
+  }
+
+  // ---------------------------------------------------------------- views
+
+  desiredTunnels(): TunnelIntent[] {
+    const out: TunnelIntent[] = [];
+    for (const n of this.neighbors.values()) {
+      const t = n.tunnel;
+      if (!t) continue;
+      out.push({
+        ifname: t.ifname, neighbor: n.key, generation: t.generation,
+        privateKey: t.active.privateKey, publicKey: t.active.publicKey, listenPort: t.listenPort,
+        address: this.tunnelAddress, mtu: this.options.tunnels.mtu,
+        peer: t.active.peer ? { ...t.active.peer, keepaliveSeconds: this.options.tunnels.keepaliveSeconds } : undefined,
+      });
+    }
+    return out;
+  }
+
+  neighborList(): NeighborView[] {
+    return [...this.neighbors.values()].map((n) => {
+      const p = this.preferredPath(n);
+      const t = n.tunnel;
+      return {
+        key: n.key,
+        iface: p?.[0] ?? t?.iface,
+        linkLocal: p?.[1].linkLocal,
+        control: p?.[1].control,
+        lastSeq: this.deps.replay.lastSeq(n.key),
+        firstHeard: n.firstHeard,
+        lastHeard: n.lastHeard,
+        state: n.quiet ? 'quiet' : n.twoWayAt !== undefined ? 'two-way' : 'heard',
+        tunnel: t && {
+          ifname: t.ifname, role: t.role, phase: t.phase, listenPort: t.listenPort,
+          localKey: toBase64(t.active.publicKey),
+          peerKey: t.active.peer && toBase64(t.active.peer.tunnelKey),
+          peerEndpoint: t.active.peer?.endpoint,
+          handshakeAt: t.handshakeAt,
+          applied: t.appliedGeneration === t.generation,
+        },
+      };
+    });
+  }
+
+  interfaceList(): MeshInterface[] {
+    return [...this.interfaces.values()].map(({ name, linkLocal }) => ({ name, linkLocal }));
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The discovery/control UDP socket: one IPv6 socket on the protocol port, joined to the hello
+ * group on every mesh interface. Multicast hellos and unicast control messages both arrive here;
+ * the sender's address carries the interface as its zone (`fe80::1%eth0`), which is how the core
+ * knows where a message came from.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import type { Logger } from 'pino';
+import { ScroogeError } from '../errors.js';
+import { canonicalIPv6, type Endpoint } from '../protocol/address.js';
+
+export interface Source {
+  address: string;
+  iface: string | undefined;
+}
+
+export class UdpTransport {
+  private readonly joined = new Set<string>();
+  private closed = false;
+  sendErrors = 0;
+
+  private constructor(private readonly socket: Socket, private readonly group: string, private readonly log: Logger | undefined) {}
+
+  static async open(opts: { port: number; group: string; logger?: Logger }): Promise<UdpTransport> {
+    const socket = createSocket({ type: 'udp6', reuseAddr: false, ipv6Only: true });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        reject(err.code === 'EADDRINUSE'
+          ? new ScroogeError('EADDRINUSE', `UDP port ${opts.port} is in use`, 'is another scrooge agent running here? (or set discovery.port)')
+          : err);
+      });
+      socket.bind(opts.port, '::', () => resolve());
+    });
+    // Our own multicast would come back to us; the core would drop it anyway, this saves work.
+    socket.setMulticastLoopback(false);
+    socket.setMulticastTTL(1);
+    const t = new UdpTransport(socket, opts.group, opts.logger?.child({ component: 'transport' }));
+    socket.on('error', (err) => t.log?.warn({ err }, 'socket error'));
+    return t;
+  }
+
+  onDatagram(handler: (bytes: Uint8Array, source: Source) => void): void {
+    this.socket.on('message', (msg, rinfo) => {
+      const pct = rinfo.address.indexOf('%');
+      const raw = pct < 0 ? rinfo.address : rinfo.address.slice(0, pct);
+      const source = { address: canonicalIPv6(raw) ?? raw, iface: pct < 0 ? undefined : rinfo.address.slice(pct + 1) };
+      handler(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), source);
+    });
+  }
+
+  /** Joins the hello group on exactly these interfaces. */
+  setInterfaces(names: readonly string[]): void {
+    const want = new Set(names);
+    for (const name of want) {
+      if (this.joined.has(name)) continue;
+      try {
+        this.socket.addMembership(this.group, `::%${name}`);
+        this.joined.add(name);
+        this.log?.debug({ iface: name }, 'joined hello group');
+      } catch (err) {
+        this.log?.warn({ iface: name, err: (err as Error).message }, 'cannot join hello group');
+      }
+    }
+    for (const name of [...this.joined]) {
+      if (want.has(name)) continue;
+      try {
+        this.socket.dropMembership(this.group, `::%${name}`);
+      } catch {
+        // The interface is gone, and its membership with it.
+      }
+      this.joined.delete(name);
+    }
+  }
+
+  send(iface: string, to: Endpoint, bytes: Uint8Array): void {
+    if (this.closed) return;
+    const multicast = to.address.startsWith('ff');
+    try {
+      if (multicast) this.socket.setMulticastInterface(`::%${iface}`);
+    } catch (err) {
+      this.sendErrors++;
+      this.log?.debug({ iface, err: (err as Error).message }, 'cannot select interface');
+      return;
+    }
+    this.socket.send(bytes, to.port, `${to.address}%${to.zone ?? iface}`, (err) => {
+      if (err) {
+        this.sendErrors++;
+        this.log?.debug({ iface, to: to.address, err: err.message }, 'send failed');
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+  }
+}

@@ -1,0 +1,397 @@
+/**
+ * WireGuard backends: the kernel module where the kernel has it, else the wireguard-go daemon
+ * (these test machines have no module). Both are configured with `wg setconf` from
+ * wireguard-tools, the private key in a 0600 file in a 0700 directory (never on argv; `wg` reads
+ * /dev/stdin with fopen, which fails on the socket pair node gives a child as stdin).
+ *
+ * Reading the state back differs: the kernel backend asks `wg show all dump` (netlink, scoped to
+ * this network namespace: one process for all tunnels); the userspace backend speaks
+ * wireguard-go's UAPI `get=1` on the interface's control socket directly (no process at all, and
+ * `wg show all` would list every namespace's daemons, since they share /var/run/wireguard).
+ * Protocol reference: https://www.wireguard.com/xplatform/
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { promises as fs, constants as fsConstants, openSync, closeSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { ScroogeError } from '../errors.js';
+import type { TunnelIntent, TunnelStats } from '../neighbors/core.js';
+import { isTunnelInterfaceName } from '../neighbors/names.js';
+import { parseEndpoint, formatEndpoint, type Endpoint } from '../protocol/address.js';
+import { toBase64 } from '../protocol/bytes.js';
+import type { Runner } from './runner.js';
+
+export const USERSPACE_SOCKET_DIR = '/var/run/wireguard';
+
+/** What a live interface carries (for adoption after a restart, and for status). */
+export interface LiveTunnel {
+  privateKey: Uint8Array;
+  listenPort: number;
+  peer: { publicKey: Uint8Array; endpoint: Endpoint | undefined; stats: TunnelStats } | undefined;
+}
+
+export type ApplyOutcome = { ifname: string; generation: number; ok: true } | { ifname: string; generation: number; ok: false; portBusy: boolean; error: string };
+
+export interface WireGuardBackend {
+  readonly kind: 'kernel' | 'userspace';
+  /** Scrooge tunnel interfaces present in this network namespace. */
+  listTunnels(): Promise<string[]>;
+  /** Creates missing interfaces and configures all given ones. Never throws for one tunnel. */
+  apply(intents: readonly TunnelIntent[], existing: ReadonlySet<string>): Promise<ApplyOutcome[]>;
+  remove(ifnames: readonly string[]): Promise<void>;
+  read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>>;
+}
+
+function b64(bytes: Uint8Array): string {
+  return toBase64(bytes);
+}
+
+function wgConfig(t: TunnelIntent): string {
+  const lines = ['[Interface]', `PrivateKey = ${b64(t.privateKey)}`, `ListenPort = ${t.listenPort}`];
+  if (t.peer) {
+    lines.push(
+      '', '[Peer]', `PublicKey = ${b64(t.peer.tunnelKey)}`,
+      // Routing, not WireGuard, decides what goes into which tunnel (PROTOCOL.md §6).
+      'AllowedIPs = ::/0, 0.0.0.0/0',
+      `Endpoint = ${formatEndpoint(t.peer.endpoint)}`,
+      `PersistentKeepalive = ${t.peer.keepaliveSeconds}`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * `ip -batch` lines that give a tunnel its one address and bring it up. addrgenmode none: the
+ * kernel would otherwise add a random link-local of its own; the tunnel's address is the one
+ * derived from the node's key (PROTOCOL.md §6).
+ */
+function linkCommands(t: TunnelIntent): string[] {
+  return [
+    `link set dev ${t.ifname} addrgenmode none`,
+    `address replace ${t.address}/64 dev ${t.ifname}`,
+    `link set dev ${t.ifname} mtu ${t.mtu} up`,
+  ];
+}
+
+/** True if nothing else holds UDP `port` (v4 or v6). */
+export async function udpPortFree(port: number): Promise<boolean> {
+  const s = createSocket({ type: 'udp6', ipv6Only: false });
+  return new Promise((resolve) => {
+    s.once('error', () => {
+      s.close();
+      resolve(false);
+    });
+    s.bind(port, '::', () => s.close(() => resolve(true)));
+  });
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  }));
+  return out;
+}
+
+abstract class BaseBackend implements WireGuardBackend {
+  abstract readonly kind: 'kernel' | 'userspace';
+  private secretDir: string | undefined;
+
+  constructor(protected readonly run: Runner, protected readonly log: Logger | undefined) {}
+
+  async listTunnels(): Promise<string[]> {
+    const { stdout } = await this.run(['ip', '-j', 'link', 'show']);
+    return (JSON.parse(stdout || '[]') as { ifname: string }[]).map((l) => l.ifname).filter(isTunnelInterfaceName);
+  }
+
+  /** Creates the interfaces in `missing`; returns an error per interface that failed. */
+  protected abstract create(missing: readonly TunnelIntent[]): Promise<Map<string, string>>;
+
+  private async secrets(): Promise<string> {
+    this.secretDir ??= await fs.mkdtemp(join(tmpdir(), 'scrooge-wg-'));
+    await fs.chmod(this.secretDir, 0o700);
+    return this.secretDir;
+  }
+
+  private async setconf(t: TunnelIntent): Promise<void> {
+    const file = join(await this.secrets(), `${t.ifname}.${randomBytes(4).toString('hex')}.conf`);
+    const handle = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    try {
+      await handle.writeFile(wgConfig(t));
+      await handle.close();
+      await this.run(['wg', 'setconf', t.ifname, file]);
+    } finally {
+      await fs.rm(file, { force: true });
+    }
+  }
+
+  async apply(intents: readonly TunnelIntent[], existing: ReadonlySet<string>): Promise<ApplyOutcome[]> {
+    const failed = new Map<string, { error: string; portBusy: boolean }>();
+    const missing: TunnelIntent[] = [];
+    await Promise.all(intents.map(async (t) => {
+      if (existing.has(t.ifname)) return;
+      if (!(await udpPortFree(t.listenPort))) failed.set(t.ifname, { error: `UDP port ${t.listenPort} is in use`, portBusy: true });
+      else missing.push(t);
+    }));
+    for (const [ifname, error] of await this.create(missing)) failed.set(ifname, { error, portBusy: false });
+    const ready = intents.filter((t) => !failed.has(t.ifname));
+    await mapLimit(ready, 8, async (t) => {
+      try {
+        await this.setconf(t);
+      } catch (err) {
+        failed.set(t.ifname, { error: (err as Error).message, portBusy: /in use/.test((err as Error).message) });
+      }
+    });
+    const configured = ready.filter((t) => !failed.has(t.ifname));
+    if (configured.length) {
+      const batch = configured.flatMap((t) => linkCommands(t));
+      try {
+        await this.run(['ip', '-batch', '-'], { input: batch.join('\n') + '\n' });
+      } catch (err) {
+        // One bad line stops the batch: fall back to one interface at a time to find it.
+        for (const t of configured) {
+          try {
+            await this.run(['ip', '-batch', '-'], { input: linkCommands(t).join('\n') + '\n' });
+          } catch (e) {
+            failed.set(t.ifname, { error: (e as Error).message, portBusy: false });
+          }
+        }
+        this.log?.debug({ err: (err as Error).message }, 'address batch failed, applied one by one');
+      }
+    }
+    return intents.map((t) => {
+      const f = failed.get(t.ifname);
+      return f ? { ifname: t.ifname, generation: t.generation, ok: false, ...f } : { ifname: t.ifname, generation: t.generation, ok: true };
+    });
+  }
+
+  async remove(ifnames: readonly string[]): Promise<void> {
+    if (!ifnames.length) return;
+    // Deleting the link also ends a wireguard-go daemon (it watches its TUN device).
+    // -force: keep going past interfaces that are already gone.
+    await this.run(['ip', '-force', '-batch', '-'], { input: ifnames.map((n) => `link del dev ${n}`).join('\n') + '\n', okExitCodes: [0, 1] });
+  }
+
+  abstract read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>>;
+}
+
+/** Parses `wg show ... dump` / `wg show all dump` output (tab-separated). */
+export function parseWgDump(text: string, withInterfaceColumn: boolean): Map<string, LiveTunnel> {
+  const out = new Map<string, LiveTunnel>();
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const f = line.split('\t');
+    const ifname = withInterfaceColumn ? f.shift()! : '';
+    if (f.length === 4) {
+      out.set(ifname, { privateKey: Uint8Array.from(Buffer.from(f[0]!, 'base64')), listenPort: Number(f[2]), peer: undefined });
+    } else if (f.length === 8) {
+      const t = out.get(ifname);
+      if (!t) continue;
+      const ep = f[2] === '(none)' ? undefined : parseEndpoint(f[2]!);
+      t.peer = {
+        publicKey: Uint8Array.from(Buffer.from(f[0]!, 'base64')),
+        endpoint: ep?.ok ? ep.endpoint : undefined,
+        stats: { latestHandshakeMs: Number(f[4]) * 1000, rxBytes: Number(f[5]), txBytes: Number(f[6]) },
+      };
+    }
+  }
+  return out;
+}
+
+/** Parses a UAPI `get=1` answer (key=value lines, keys hex, one peer). */
+export function parseUapi(text: string): LiveTunnel | undefined {
+  let privateKey: Uint8Array | undefined;
+  let listenPort = 0;
+  let peer: LiveTunnel['peer'];
+  let sec = 0;
+  let nsec = 0;
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    const k = line.slice(0, eq);
+    const v = line.slice(eq + 1);
+    switch (k) {
+      case 'private_key': privateKey = Uint8Array.from(Buffer.from(v, 'hex')); break;
+      case 'listen_port': listenPort = Number(v); break;
+      case 'public_key': peer = { publicKey: Uint8Array.from(Buffer.from(v, 'hex')), endpoint: undefined, stats: { latestHandshakeMs: 0, rxBytes: 0, txBytes: 0 } }; break;
+      case 'endpoint': if (peer) { const r = parseEndpoint(v); peer.endpoint = r.ok ? r.endpoint : undefined; } break;
+      case 'last_handshake_time_sec': sec = Number(v); break;
+      case 'last_handshake_time_nsec': nsec = Number(v); if (peer) peer.stats.latestHandshakeMs = sec * 1000 + Math.floor(nsec / 1e6); break;
+      case 'rx_bytes': if (peer) peer.stats.rxBytes = Number(v); break;
+      case 'tx_bytes': if (peer) peer.stats.txBytes = Number(v); break;
+      case 'errno': if (v !== '0') return undefined; break;
+    }
+  }
+  return privateKey ? { privateKey, listenPort, peer } : undefined;
+}
+
+class KernelBackend extends BaseBackend {
+  readonly kind = 'kernel' as const;
+
+  protected async create(missing: readonly TunnelIntent[]): Promise<Map<string, string>> {
+    const failed = new Map<string, string>();
+    if (!missing.length) return failed;
+    try {
+      await this.run(['ip', '-batch', '-'], { input: missing.map((t) => `link add dev ${t.ifname} type wireguard`).join('\n') + '\n' });
+    } catch {
+      for (const t of missing) {
+        try {
+          await this.run(['ip', 'link', 'add', 'dev', t.ifname, 'type', 'wireguard']);
+        } catch (err) {
+          failed.set(t.ifname, (err as Error).message);
+        }
+      }
+    }
+    return failed;
+  }
+
+  async read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>> {
+    if (!ifnames.length) return new Map();
+    const { stdout } = await this.run(['wg', 'show', 'all', 'dump']);
+    const all = parseWgDump(stdout, true);
+    return new Map([...all].filter(([k]) => ifnames.includes(k)));
+  }
+}
+
+class UserspaceBackend extends BaseBackend {
+  readonly kind = 'userspace' as const;
+
+  constructor(run: Runner, log: Logger | undefined, private readonly logFile: string) {
+    super(run, log);
+  }
+
+  protected async create(missing: readonly TunnelIntent[]): Promise<Map<string, string>> {
+    const failed = new Map<string, string>();
+    await Promise.all(missing.map(async (t) => {
+      try {
+        await this.startDaemon(t.ifname);
+      } catch (err) {
+        failed.set(t.ifname, (err as Error).message);
+      }
+    }));
+    return failed;
+  }
+
+  /**
+   * Starts `wireguard-go -f IFNAME` in its own session, so it outlives an agent killed with -9
+   * (like a kernel interface would) and the next agent adopts the tunnel. Its output goes to a
+   * log file, never to a pipe that would break when the agent exits.
+   */
+  private async startDaemon(ifname: string): Promise<void> {
+    const socket = join(USERSPACE_SOCKET_DIR, `${ifname}.sock`);
+    const fd = openSync(this.logFile, 'a', 0o600);
+    let exited: string | undefined;
+    try {
+      const child = spawn('wireguard-go', ['-f', ifname], {
+        detached: true,
+        stdio: ['ignore', fd, fd],
+        env: { ...process.env, LOG_LEVEL: 'error', WG_PROCESS_FOREGROUND: '1' },
+      });
+      child.once('error', (err) => { exited = err.message; });
+      child.once('exit', (code, signal) => { exited ??= `exited ${code ?? signal}`; });
+      child.unref();
+    } finally {
+      closeSync(fd);
+    }
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        await fs.access(socket);
+        return;
+      } catch {
+        if (exited) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} ${exited} (see ${this.logFile})`);
+        if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within 5 s (see ${this.logFile})`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  }
+
+  async read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>> {
+    const out = new Map<string, LiveTunnel>();
+    await Promise.all(ifnames.map(async (ifname) => {
+      const text = await uapiGet(join(USERSPACE_SOCKET_DIR, `${ifname}.sock`)).catch(() => undefined);
+      const t = text === undefined ? undefined : parseUapi(text);
+      if (t) out.set(ifname, t);
+    }));
+    return out;
+  }
+}
+
+function uapiGet(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection({ path });
+    let buf = '';
+    const timer = setTimeout(() => sock.destroy(new Error('UAPI timeout')), 2000);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write('get=1\n\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.endsWith('\n\n')) sock.end();
+    });
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve(buf);
+    });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * Picks the backend: `kernel` if `ip link add ... type wireguard` works (probed with a throwaway
+ * interface), else `userspace` if wireguard-go is installed, else a clear error.
+ */
+export async function detectBackend(
+  deps: { run: Runner; logger?: Logger },
+  opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string },
+): Promise<WireGuardBackend> {
+  const log = deps.logger?.child({ component: 'wireguard' });
+  const kernel = async () => {
+    const probe = `scprobe${randomBytes(3).toString('hex')}`;
+    try {
+      await deps.run(['ip', 'link', 'add', 'dev', probe, 'type', 'wireguard']);
+      await deps.run(['ip', 'link', 'del', 'dev', probe]);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const userspace = async () => {
+    try {
+      await deps.run(['wireguard-go', '--version']);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const wgTool = async () => {
+    try {
+      await deps.run(['wg', '--version']);
+    } catch {
+      throw new ScroogeError('ENOWG', '`wg` (wireguard-tools) is not installed', 'install it: apt-get install --no-install-recommends wireguard-tools');
+    }
+  };
+  await wgTool();
+  if (opts.prefer !== 'userspace' && (await kernel())) {
+    log?.info({ backend: 'kernel' }, 'WireGuard backend: kernel module');
+    return new KernelBackend(deps.run, log);
+  }
+  if (opts.prefer === 'kernel')
+    throw new ScroogeError('ENOWG', 'tunnels.backend is "kernel" but this kernel cannot create WireGuard interfaces', 'load the wireguard module, or set tunnels.backend to "auto"');
+  if (await userspace()) {
+    log?.info({ backend: 'userspace' }, 'WireGuard backend: wireguard-go (no kernel module)');
+    return new UserspaceBackend(deps.run, log, opts.logFile);
+  }
+  throw new ScroogeError('ENOWG', 'no WireGuard: this kernel has no wireguard module and wireguard-go is not installed',
+    'install it: apt-get install --no-install-recommends wireguard-go (or load the kernel module)');
+}

@@ -1,0 +1,289 @@
+import { describe, expect, it } from 'vitest';
+import { encodeMessage, identityFromSeed, toBase64 } from '../../src/protocol/index.js';
+import { lan, MeshSim } from './meshsim.js';
+
+function neighborsOf(n: { core: { neighborList(): { key: string }[] } }): string[] {
+  return n.core.neighborList().map((x) => x.key).sort();
+}
+
+function allPairsTunneled(sim: MeshSim, nodes = sim.nodes): boolean {
+  for (const a of nodes) for (const b of nodes) if (a !== b && !sim.tunneled(a, b)) return false;
+  return true;
+}
+
+describe('discovery', () => {
+  it('two nodes find each other, become two-way and negotiate one tunnel', () => {
+    const sim = new MeshSim();
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(1500);
+    expect(neighborsOf(a!)).toEqual([b!.key]);
+    expect(neighborsOf(b!)).toEqual([a!.key]);
+    expect(a!.core.neighborList()[0]).toMatchObject({ iface: 'eth0', linkLocal: 'fe80::2', state: 'two-way', control: { address: 'fe80::2', zone: 'eth0', port: 51819 } });
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    expect(a!.tunnelCount()).toBe(1);
+    expect(b!.tunnelCount()).toBe(1);
+  });
+
+  it('a chain: the ends see only the middle', () => {
+    const sim = new MeshSim();
+    const a = sim.addNode('a', [{ name: 'eth0', segment: 'ab', linkLocal: 'fe80::a' }]);
+    const b = sim.addNode('b', [{ name: 'eth0', segment: 'ab', linkLocal: 'fe80::b' }, { name: 'eth1', segment: 'bc', linkLocal: 'fe80::b1' }]);
+    const c = sim.addNode('c', [{ name: 'eth0', segment: 'bc', linkLocal: 'fe80::c' }]);
+    for (const n of sim.nodes) n.start();
+    sim.run(3000);
+    expect(neighborsOf(a)).toEqual([b.key]);
+    expect(neighborsOf(c)).toEqual([b.key]);
+    expect(neighborsOf(b)).toEqual([a.key, c.key].sort());
+    expect(b.tunnelCount()).toBe(2);
+    expect([a.tunnelCount(), c.tunnelCount()]).toEqual([1, 1]);
+  });
+
+  it('an expired neighbor comes back within one hello interval after a restart', () => {
+    const sim = new MeshSim();
+    const [a, b] = lan(sim, 2, { tunnels: { enabled: false } as never });
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    b!.stop(true);
+    const lastHeard = a!.core.neighborList()[0]!.lastHeard;
+    sim.run(lastHeard + 3400 - sim.now);
+    expect(neighborsOf(a!)).toEqual([b!.key]); // not yet: the dead interval is 3.5 s
+    sim.run(200);
+    expect(neighborsOf(a!)).toEqual([]);
+    const restartAt = sim.now;
+    b!.start();
+    let backAfter = -1;
+    for (let t = 0; t <= 1000 && backAfter < 0; t += 10) {
+      sim.run(10);
+      if (neighborsOf(a!).length === 1) backAfter = sim.now - restartAt;
+    }
+    expect(backAfter).toBeGreaterThanOrEqual(0);
+    expect(backAfter).toBeLessThanOrEqual(1000);
+  });
+});
+
+describe('bad input changes nothing', () => {
+  function setup() {
+    const sim = new MeshSim();
+    const [a, b] = lan(sim, 2, { tunnels: { enabled: false } as never });
+    a!.start();
+    b!.start();
+    sim.run(2500);
+    return { sim, a: a!, b: b! };
+  }
+  const snapshot = (n: { core: { neighborList(): unknown[] } }) => JSON.stringify(n.core.neighborList(), (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+
+  it('a replayed hello is dropped as stale, before and after the sender restarts', () => {
+    const { sim, a, b } = setup();
+    const captured = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02'))[0]!.bytes;
+    const before = snapshot(a);
+    sim.inject(a, 'eth0', 'fe80::2', captured);
+    expect(a.core.counters.dropped['stale-seq']).toBe(1);
+    b.stop(true);
+    b.start();
+    sim.run(1500);
+    sim.inject(a, 'eth0', 'fe80::2', captured);
+    expect(a.core.counters.dropped['stale-seq']).toBe(2);
+    expect(snapshot(a)).not.toBe(before); // b really came back (lastSeq moved on) ...
+    const after = snapshot(a);
+    sim.inject(a, 'eth0', 'fe80::2', captured);
+    expect(snapshot(a)).toBe(after); // ... but the replay changed nothing
+  });
+
+  it('forged, truncated, oversized and garbage datagrams are counted and change nothing', () => {
+    const { sim, a, b } = setup();
+    const real = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).at(-1)!.bytes;
+    const text = new TextDecoder().decode(real);
+    const mallory = identityFromSeed(new Uint8Array(32).fill(99));
+    // b's key, a newer seq, signed by mallory
+    const parts = text.split(' ');
+    const forgedSeq = BigInt(parts[3]!) + 10n;
+    const forged = encodeMessage({ type: 'scrooge_hello', publicKey: b.identity.publicKey, control: { address: 'fe80::66', zone: 'eth0', port: 51819 }, seq: forgedSeq }, mallory.sign);
+    const strangerForged = encodeMessage({ type: 'scrooge_hello', publicKey: mallory.publicKey, control: { address: 'fe80::66', port: 51819 }, seq: 1n }, b.identity.sign);
+    const before = snapshot(a);
+    const enc = new TextEncoder();
+    const inputs: [string, Uint8Array][] = [
+      ['bad-signature', forged.bytes],
+      ['bad-signature', strangerForged.bytes],
+      ['field-count', enc.encode(text.split(' ').slice(0, 3).join(' '))],
+      ['oversized', new Uint8Array(5000).fill(65)],
+      ['not-text', Uint8Array.from([0, 1, 2, 255])],
+      ['unknown-type', enc.encode('GET / HTTP/1.1')],
+    ];
+    for (const [reason, bytes] of inputs) {
+      const was = a.core.counters.dropped[reason as 'oversized'] ?? 0;
+      sim.inject(a, 'eth0', 'fe80::66', bytes);
+      expect(a.core.counters.dropped[reason as 'oversized'], reason).toBe(was + 1);
+    }
+    expect(snapshot(a)).toBe(before);
+  });
+
+  it('datagrams arriving on a non-mesh interface are ignored', () => {
+    const { sim, a, b } = setup();
+    const real = sim.wire.filter((w) => w.from === b).at(-1)!.bytes;
+    sim.inject(a, 'uplink0', 'fe80::2', real);
+    expect(a.core.counters.dropped['wrong-interface']).toBe(1);
+  });
+
+  it('a flood of forgeries from random keys and addresses does not starve real neighbors', () => {
+    const { sim, a, b } = setup();
+    // 1000 distinct forged hellos (new key, new address each), replayed in a loop.
+    const pool = Array.from({ length: 1000 }, (_, n) => {
+      const k = identityFromSeed(Uint8Array.from([...new Uint8Array(29), 7, (n >> 8) & 255, n & 255]));
+      const address = `fe80::${(n + 1).toString(16)}:1`;
+      const bytes = encodeMessage({ type: 'scrooge_hello', publicKey: k.publicKey, control: { address, port: 51819 }, seq: 1n }, (d) => {
+        const s = k.sign(d);
+        s[0]! ^= 1;
+        return s;
+      }).bytes;
+      return { address, bytes };
+    });
+    for (let round = 0; round < 100; round++) {
+      // 2000 forged hellos per 100 ms = 20,000/s for 10 s.
+      for (let i = 0; i < 2000; i++) {
+        const f = pool[(round * 2000 + i) % pool.length]!;
+        sim.inject(a, 'eth0', f.address, f.bytes);
+      }
+      sim.run(100);
+      expect(neighborsOf(a)).toEqual([b.key]);
+    }
+    const d = a.core.counters.dropped;
+    expect((d['rate-limited'] ?? 0) + (d['bad-signature'] ?? 0)).toBe(200_000);
+    // The expensive check ran at most at the strangers' budget (300/s + a burst of 300).
+    expect(d['bad-signature']!).toBeLessThanOrEqual(3300);
+  });
+
+  it('the table has a bound; strangers cannot evict known neighbors', () => {
+    const sim = new MeshSim();
+    const nodes = lan(sim, 5, { maxNeighbors: 2, tunnels: { enabled: false } as never });
+    nodes[0]!.start();
+    nodes[1]!.start();
+    nodes[2]!.start();
+    sim.run(2000);
+    const known = neighborsOf(nodes[0]!);
+    expect(known).toHaveLength(2);
+    nodes[3]!.start();
+    nodes[4]!.start();
+    sim.run(3000);
+    expect(neighborsOf(nodes[0]!)).toEqual(known);
+    expect(nodes[0]!.core.counters.dropped['table-full']).toBeGreaterThan(0);
+  });
+});
+
+describe('tunnel negotiation', () => {
+  it('lan-5 started at the same instant: exactly one tunnel per pair, stable for 60 s', () => {
+    const sim = new MeshSim(42);
+    const nodes = lan(sim, 5);
+    for (const n of nodes) n.start();
+    sim.run(3000);
+    expect(allPairsTunneled(sim)).toBe(true);
+    const keysBefore = nodes.map((n) => [...n.applied.values()].map((t) => toBase64(t.publicKey)).sort().join());
+    sim.run(60_000);
+    for (const n of nodes) expect(n.tunnelCount()).toBe(4);
+    expect(allPairsTunneled(sim)).toBe(true);
+    // No churn: nobody renegotiated once the tunnels were up.
+    expect(nodes.map((n) => [...n.applied.values()].map((t) => toBase64(t.publicKey)).sort().join())).toEqual(keysBefore);
+  });
+
+  it('converges with 30 % datagram loss', () => {
+    const sim = new MeshSim(7);
+    sim.loss = 0.3;
+    const nodes = lan(sim, 5);
+    for (const n of nodes) n.start();
+    sim.run(20_000);
+    expect(allPairsTunneled(sim)).toBe(true);
+  });
+
+  it('crossing offers end in one tunnel: the lower key wins', () => {
+    const sim = new MeshSim(3);
+    sim.delayMs = 50; // both offers are in flight at once
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(3000);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    const crossed = [...a!.events, ...b!.events].filter((e) => e.kind === 'event' && e.event === 'offer-crossed');
+    expect(crossed.length).toBeGreaterThan(0);
+  });
+
+  it('kill -9 and restart: the tunnel is rebuilt, never duplicated', () => {
+    const sim = new MeshSim(5);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    b!.stop(false); // interfaces stay, state in memory is lost
+    sim.run(500);
+    b!.start(); // without adoption the agent renegotiates
+    sim.run(5000);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    expect(a!.tunnelCount()).toBe(1);
+    expect(b!.tunnelCount()).toBe(1);
+  });
+
+  it('a stopped node: neighbors remove the tunnel after the dead interval and a dead tunnel', () => {
+    const sim = new MeshSim(9);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    b!.stop(true);
+    sim.run(5000);
+    expect(a!.tunnelCount()).toBe(1); // quiet: hellos stopped, tunnel still being judged
+    expect(a!.core.neighborList()[0]!.state).toBe('quiet');
+    sim.run(20_000);
+    expect(a!.tunnelCount()).toBe(0);
+    expect(neighborsOf(a!)).toEqual([]);
+  });
+
+  it('hellos lost but the tunnel alive: the neighbor is kept (quiet)', () => {
+    const sim = new MeshSim(11);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    sim.loss = 1; // multicast and control traffic lost; the WireGuard model still flows
+    sim.run(60_000);
+    expect(a!.core.neighborList()[0]!.state).toBe('quiet');
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    sim.loss = 0;
+    sim.run(2000);
+    expect(a!.core.neighborList()[0]!.state).toBe('two-way');
+  });
+
+  it('re-keys after the configured period with new keys on both ends', () => {
+    const sim = new MeshSim(13);
+    const [a, b] = lan(sim, 2, { tunnels: { rekeyAfterMs: 30_000 } as never });
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    const before = [...a!.applied.values()][0]!.publicKey;
+    let down = 0;
+    for (let i = 0; i < 400; i++) {
+      sim.run(100);
+      if (!sim.tunneled(a!, b!)) down += 100;
+    }
+    expect([...a!.applied.values()][0]!.publicKey).not.toEqual(before);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    expect(down).toBeLessThanOrEqual(500);
+  });
+
+  it('a node that signs with the wrong key gets no tunnel', () => {
+    const sim = new MeshSim(17);
+    const [a] = lan(sim, 1);
+    a!.start();
+    sim.run(1000);
+    const liar = identityFromSeed(new Uint8Array(32).fill(5));
+    const victim = identityFromSeed(new Uint8Array(32).fill(6));
+    for (let i = 1; i < 20; i++) {
+      const hello = encodeMessage({ type: 'scrooge_hello', publicKey: victim.publicKey, control: { address: 'fe80::99', zone: 'eth0', port: 51819 }, seq: BigInt(i) }, liar.sign);
+      sim.inject(a!, 'eth0', 'fe80::99', hello.bytes);
+      sim.run(100);
+    }
+    expect(neighborsOf(a!)).toEqual([]);
+    expect(a!.tunnelCount()).toBe(0);
+  });
+});
