@@ -7,6 +7,7 @@ import { readdirSync } from 'node:fs';
 const banner = { js: "import { createRequire as __scroogeRequire } from 'node:module'; const require = __scroogeRequire(import.meta.url);" };
 const common = { bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, banner, logLevel: 'warning' };
 
-await build({ ...common, entryPoints: { scrooge: 'src/cli/main.ts' }, outdir: 'dist' });
+// Code splitting: `scrooge run` loads only the daemon's modules, not the sim or the CLI tables.
+await build({ ...common, entryPoints: { scrooge: 'src/cli/main.ts' }, outdir: 'dist', splitting: true, chunkNames: 'chunks/[name]-[hash]' });
 const benches = readdirSync('test/bench').filter((f) => f.endsWith('.ts'));
 await build({ ...common, entryPoints: benches.map((f) => `test/bench/${f}`), outdir: 'dist/bench' });

@@ -141,7 +141,8 @@ export class Agent {
     this.every(INTERFACE_POLL_MS, () => this.pollInterfaces());
     this.every(WATCH_POLL_MS, () => void this.watchTunnels());
     this.every(REPLAY_SAVE_MS, () => this.saveReplay());
-    this.log.info({ controlSocket: c.controlSocket, backend: this.backend?.kind ?? 'none' }, 'running');
+    const cpu = process.cpuUsage();
+    this.log.info({ controlSocket: c.controlSocket, backend: this.backend?.kind ?? 'none', cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'running');
   }
 
   private every(ms: number, fn: () => void): void {
@@ -304,7 +305,8 @@ export class Agent {
             this.handle(this.core.tunnelFailed(o.ifname, o.generation, { portBusy: o.portBusy }, now));
           }
         }
-        this.log.debug({ tunnels: todo.length, ms: Math.round(performance.now() - started) }, 'applied tunnels');
+        const cpu = process.cpuUsage();
+        this.log.debug({ tunnels: todo.length, ms: Math.round(performance.now() - started), cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'applied tunnels');
       }
       if (gone.length) {
         await backend.remove(gone);
@@ -362,9 +364,11 @@ export class Agent {
       case 'status':
         return this.status();
       case 'neighbors':
-        return { neighbors: await this.neighborRows() };
+        return { neighbors: await this.neighborRows(args['stats'] !== false) };
       case 'tunnels':
-        return { tunnels: (await this.neighborRows()).filter((n) => n.tunnel).map((n) => ({ neighbor: n.key, alias: n.alias, ...n.tunnel })) };
+        // {stats: false}: what the agent already knows, without asking WireGuard (cheap: for
+        // pollers like `sim wait`, which would otherwise cost every tunnel a UAPI read per poll).
+        return { tunnels: (await this.neighborRows(args['stats'] !== false)).filter((n) => n.tunnel).map((n) => ({ neighbor: n.key, alias: n.alias, ...n.tunnel })) };
       case 'set':
         return this.setNeighbor(args);
       default:
@@ -391,16 +395,16 @@ export class Agent {
     };
   }
 
-  private async neighborRows() {
+  private async neighborRows(withStats: boolean) {
     const list = this.core.neighborList();
     const names = list.map((n) => n.tunnel?.ifname).filter((n): n is string => !!n && this.applied.has(n));
-    const live = this.backend && names.length ? await this.backend.read(names).catch(() => new Map<string, LiveTunnel>()) : new Map<string, LiveTunnel>();
+    const live = withStats && this.backend && names.length ? await this.backend.read(names).catch(() => new Map<string, LiveTunnel>()) : new Map<string, LiveTunnel>();
     const now = this.now();
     return list.map((n) => {
       const s = this.settings.neighbor(n.key);
       const t = n.tunnel;
       const stats = t ? live.get(t.ifname)?.peer?.stats : undefined;
-      const handshake = stats && stats.latestHandshakeMs > 0 ? stats.latestHandshakeMs : undefined;
+      const handshake = stats && stats.latestHandshakeMs > 0 ? stats.latestHandshakeMs : t?.handshakeAt;
       return {
         key: n.key,
         alias: s.alias ?? null,

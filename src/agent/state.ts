@@ -58,14 +58,19 @@ export class StateDir {
     }
   }
 
-  /** Synchronous and durable: used for the epoch, which must be on disk before we send. */
-  private write(name: string, value: unknown): void {
+  /**
+   * Write-then-rename, so a reader never sees half a file. `durable` adds an fsync: needed for
+   * the epoch (it must be on disk before we send) and for what the operator set; not for the
+   * tunnel and replay snapshots, which are rewritten often and only help a quick restart
+   * (an fsync per tunnel change blocks the event loop on a busy disk).
+   */
+  private write(name: string, value: unknown, durable: boolean): void {
     const path = join(this.dir, name);
     const tmp = `${path}.tmp`;
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeSync(fd, JSON.stringify(value, null, 1) + '\n');
-      fsyncSync(fd);
+      if (durable) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -77,14 +82,14 @@ export class StateDir {
     return typeof v === 'string' && /^[0-9]{1,20}$/.test(v) ? BigInt(v) : undefined;
   }
   writeEpoch(epoch: bigint): void {
-    this.write('seq.json', { epoch: epoch.toString() });
+    this.write('seq.json', { epoch: epoch.toString() }, true);
   }
 
   readReplay(): unknown {
     return this.read('replay.json');
   }
   writeReplay(entries: unknown): void {
-    this.write('replay.json', entries);
+    this.write('replay.json', entries, false);
   }
 
   readSettings(): StoredSettings {
@@ -92,7 +97,7 @@ export class StateDir {
     return { ...(typeof s?.share === 'number' ? { share: s.share } : {}), neighbors: s?.neighbors && typeof s.neighbors === 'object' ? s.neighbors : {} };
   }
   writeSettings(s: StoredSettings): void {
-    this.write('settings.json', s);
+    this.write('settings.json', s, true);
   }
 
   readTunnels(): Record<string, StoredTunnel> {
@@ -100,6 +105,6 @@ export class StateDir {
     return t && typeof t === 'object' ? t : {};
   }
   writeTunnels(t: Record<string, StoredTunnel>): void {
-    this.write('tunnels.json', t);
+    this.write('tunnels.json', t, false);
   }
 }

@@ -23,8 +23,22 @@ export interface Identity {
   sign(data: Uint8Array): Uint8Array;
 }
 
+const PKCS8_X25519_PREFIX = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20]);
+
+/** Raw public key of a raw private key, through OpenSSL (no table building in JS at start). */
+function rawPublicKey(prefix: Uint8Array, secret: Uint8Array): Uint8Array {
+  const key = createPrivateKey({ key: Buffer.from(concatBytes([prefix, secret])), format: 'der', type: 'pkcs8' });
+  const jwk = createPublicKey(key).export({ format: 'jwk' });
+  return Uint8Array.from(Buffer.from(jwk.x!, 'base64url'));
+}
+
 export function publicKeyFromSeed(seed: Uint8Array): Uint8Array {
-  return ed25519.getPublicKey(abytes(seed, 32, 'seed'));
+  return rawPublicKey(PKCS8_ED25519_PREFIX, abytes(seed, 32, 'seed'));
+}
+
+/** WireGuard (x25519) public key of a private key; clamping as RFC 7748 (and `wg pubkey`). */
+export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
+  return rawPublicKey(PKCS8_X25519_PREFIX, abytes(privateKey, 32, 'privateKey'));
 }
 
 export function generateSeed(): Uint8Array {
@@ -35,7 +49,7 @@ export function generateSeed(): Uint8Array {
 export function identityFromSeed(seed: Uint8Array): Identity {
   abytes(seed, 32, 'seed');
   const key = createPrivateKey({ key: Buffer.from(concatBytes([PKCS8_ED25519_PREFIX, seed])), format: 'der', type: 'pkcs8' });
-  const publicKey = publicKeyFromSeed(seed);
+  const publicKey = Uint8Array.from(Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x!, 'base64url'));
   return {
     publicKey,
     sign: (data) => new Uint8Array(nodeSign(null, data, key)),

@@ -1,18 +1,132 @@
 /**
- * Agents in a sim run (stub: the lead implements this).
- * `startAgents` is called by `sim up` unless --no-agents, after every namespace is built and
- * run.json says state 'up'; `agentTunnelStatus` is polled by `sim wait` for each agent node.
+ * Agents in a sim run. `startAgents` gives every agent node (scenario.ts `runsAgent`) a key and
+ * a config in its node directory and starts `scrooge run` in its namespace, all at once, each
+ * logging to logs/<node>.log; `agentTunnelStatus` asks one agent, over its control socket, which
+ * nodes it has a handshaken tunnel with (for `sim wait`).
+ *
+ * The generated config: mesh interfaces are the device's interfaces whose segment has another
+ * agent (`interfaceRole` 'mesh'), uplinks the others, with the link's bandwidth as capacity when
+ * the scenario sets one. `--config-overlay` is merged on top: its top-level keys apply to every
+ * node, and `"nodes": {"R": {...}}` to one node only.
  */
+import { spawn } from 'node:child_process';
+import { existsSync, openSync, closeSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { controlRequest, socketAnswers } from '../agent/control.js';
 import { ScroogeError } from '../errors.js';
-import type { AgentTunnelStatus, SimRun } from './run.js';
+import { toBase64 } from '../protocol/bytes.js';
+import { createKeyFile } from '../system/keystore.js';
+import { type AgentTunnelStatus, type SimRun, controlSocketPath, logsDir, nodeDir, updateRun } from './run.js';
+import { deviceInterfaces, interfaceRole, runsAgent, type Device, type Topology } from './scenario.js';
 
-export async function startAgents(run: SimRun): Promise<void> {
-  void run;
-  throw new ScroogeError('ENOTIMPL', 'agents are not available yet: use --no-agents');
+/** The bundled CLI, wherever this module runs from (the bundle itself, or the TS sources in tests). */
+export function scroogeEntry(): string {
+  const here = fileURLToPath(import.meta.url);
+  const candidates = [here.endsWith('scrooge.js') ? here : '', resolve(dirname(here), '../../dist/scrooge.js'), resolve(dirname(here), '../dist/scrooge.js')];
+  const found = candidates.find((c) => c && existsSync(c));
+  if (!found) throw new ScroogeError('ENOBUILD', 'dist/scrooge.js not found', 'run `npm run build` first');
+  return found;
 }
 
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep merge of plain objects; arrays and values in `over` replace. */
+export function mergeJson(base: Json, over: Json): Json {
+  const out: Json = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = isObject(v) && isObject(out[k]) ? mergeJson(out[k] as Json, v) : v;
+  return out;
+}
+
+/** The agent config for one device (pure). */
+export function agentConfig(topology: Topology, device: Device, dir: string, socket: string, overlay: Json | null): Json {
+  const mesh: Json[] = [];
+  const uplinks: Json[] = [];
+  for (const { iface, segment } of deviceInterfaces(topology, device)) {
+    const member = segment.members.find((m) => m.device.id === device.id && m.iface.name === iface.name)!;
+    const egress = member.link.node1 === device.id ? member.link.egress.node1 : member.link.egress.node2;
+    const rate = egress.bandwidth > 0 ? egress.bandwidth : undefined;
+    if (interfaceRole(topology, device, iface.name) === 'mesh') mesh.push(rate ? { name: iface.name, rate } : { name: iface.name });
+    else uplinks.push({ interface: iface.name, rate: rate ?? '1gbit' });
+  }
+  let config: Json = {
+    keyFile: join(dir, 'node.key'),
+    stateDir: join(dir, 'state'),
+    controlSocket: socket,
+    interfaces: mesh,
+    uplinks,
+  };
+  if (overlay) {
+    const { nodes, ...all } = overlay;
+    config = mergeJson(config, all);
+    if (isObject(nodes) && isObject(nodes[device.name])) config = mergeJson(config, nodes[device.name] as Json);
+  }
+  return config;
+}
+
+export async function startAgents(run: SimRun): Promise<void> {
+  const entry = scroogeEntry();
+  const devices = run.topology.devices.filter(runsAgent);
+  const keys: Record<string, string> = {};
+  await Promise.all(devices.map(async (d) => {
+    const dir = nodeDir(run.id, d.name);
+    keys[d.name] = toBase64(await createKeyFile(join(dir, 'node.key'), { force: true }));
+    const config = agentConfig(run.topology, d, dir, controlSocketPath(run.id, d.name), run.agents.configOverlay);
+    if (!(config['interfaces'] as unknown[]).length) config['interfaces'] = ['lo']; // a lone node: nothing to mesh with
+    await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+  }));
+
+  // Start them all at the same moment: that is what `sim wait` and the benchmarks measure from.
+  const startedAt = Date.now();
+  const pids: Record<string, { pid: number; startedAt: string }> = {};
+  for (const d of devices) {
+    const log = openSync(join(logsDir(run.id), `${d.name}.log`), 'a', 0o600);
+    try {
+      const child = spawn('ip', ['netns', 'exec', run.nodes[d.name]!, process.execPath, entry, 'run', '--config', join(nodeDir(run.id, d.name), 'config.json')], {
+        detached: true,
+        stdio: ['ignore', log, log],
+      });
+      child.unref();
+      pids[d.name] = { pid: child.pid!, startedAt: new Date(startedAt).toISOString() };
+    } finally {
+      closeSync(log);
+    }
+  }
+  await updateRun(run.id, (r) => {
+    r.agents.pids = pids;
+    r.agents.keys = keys;
+    r.agents.startedAtMs = startedAt;
+  });
+
+  // Ready when every control socket answers; an agent that dies first is reported with its log.
+  const deadline = Date.now() + 20_000;
+  const pending = new Set(devices.map((d) => d.name));
+  while (pending.size) {
+    for (const name of [...pending]) if (await socketAnswers(controlSocketPath(run.id, name))) pending.delete(name);
+    if (!pending.size) break;
+    for (const name of pending) {
+      try {
+        process.kill(pids[name]!.pid, 0);
+      } catch {
+        throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);
+      }
+    }
+    if (Date.now() > deadline) throw new ScroogeError('EAGENT', `agents did not answer within 20 s: ${[...pending].join(', ')}`, `see the logs in ${logsDir(run.id)}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Which nodes this node's agent has a tunnel with a completed WireGuard handshake to. */
 export async function agentTunnelStatus(run: SimRun, node: string): Promise<AgentTunnelStatus> {
-  void run;
-  void node;
-  throw new ScroogeError('ENOTIMPL', 'agents are not available yet: use --no-agents');
+  const keys = run.agents.keys ?? {};
+  const byKey = new Map(Object.entries(keys).map(([name, key]) => [key, name]));
+  const result = (await controlRequest(controlSocketPath(run.id, node), 'tunnels', { stats: false }, 3000)) as { tunnels: { neighbor: string; latestHandshakeAgoMs: number | null }[] };
+  return {
+    handshakeWith: result.tunnels.filter((t) => t.latestHandshakeAgoMs !== null).map((t) => byKey.get(t.neighbor) ?? t.neighbor),
+  };
 }

@@ -69,6 +69,10 @@ export interface SimRun {
     configOverlay: Record<string, unknown> | null;
     /** Device name -> the agent process, filled in by startAgents. */
     pids: Record<string, AgentRecord>;
+    /** Device name -> the agent's public key (base64), filled in by startAgents. */
+    keys?: Record<string, string>;
+    /** When startAgents started them all (unix ms). */
+    startedAtMs?: number;
   };
   unapplied: Unapplied[];
   notes: string[];

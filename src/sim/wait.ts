@@ -18,16 +18,21 @@ export interface PairState {
 export interface WaitResult {
   ok: boolean;
   seconds: number;
+  /** Seconds from the agents' start (run.json) to success or timeout, when known. */
+  sinceAgentsStarted: number | null;
   pairs: PairState[];
 }
 
 export interface WaitDeps {
   status: (run: SimRun, node: string) => Promise<AgentTunnelStatus>;
   now?: () => number;
+  /** Unix ms, to compare with the agents' start time. */
+  wallClock?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
 
-const POLL_MS = 500;
+/** Poll often: `sim wait` is how convergence is measured. Each poll is one control request per agent. */
+const POLL_MS = 100;
 
 function check(pairs: Array<[string, string]>, seen: Map<string, AgentTunnelStatus | Error>): PairState[] {
   return pairs.map(([a, b]) => {
@@ -54,10 +59,17 @@ export async function waitForTunnels(run: SimRun, timeoutMs: number, deps: WaitD
   const pairs = agentPairs(run.topology);
   const nodes = [...new Set(pairs.flat())].sort();
   const started = now();
+  const seen = new Map<string, AgentTunnelStatus | Error>();
+  const peersOf = new Map(nodes.map((n) => [n, pairs.filter((p) => p.includes(n)).map(([a, b]) => (a === n ? b : a))]));
+  const complete = (node: string) => {
+    const s = seen.get(node);
+    return !!s && !(s instanceof Error) && peersOf.get(node)!.every((p) => s.handshakeWith.includes(p));
+  };
   for (;;) {
-    const seen = new Map<string, AgentTunnelStatus | Error>();
+    // A node that has all its tunnels is not asked again: at 20 nodes, polling every agent
+    // every 100 ms would itself slow the mesh it measures.
     await Promise.all(
-      nodes.map(async (node) => {
+      nodes.filter((n) => !complete(n)).map(async (node) => {
         try {
           seen.set(node, await deps.status(run, node));
         } catch (err) {
@@ -69,7 +81,10 @@ export async function waitForTunnels(run: SimRun, timeoutMs: number, deps: WaitD
     const states = check(pairs, seen);
     const elapsed = now() - started;
     const ok = states.every((s) => s.ok);
-    if (ok || elapsed >= timeoutMs) return { ok, seconds: Math.round(elapsed / 100) / 10, pairs: states };
+    if (ok || elapsed >= timeoutMs) {
+      const since = run.agents.startedAtMs === undefined ? null : Math.round((deps.wallClock?.() ?? Date.now()) - run.agents.startedAtMs) / 1000;
+      return { ok, seconds: Math.round(elapsed / 100) / 10, sinceAgentsStarted: since, pairs: states };
+    }
     await sleep(Math.min(POLL_MS, Math.max(0, timeoutMs - elapsed)));
   }
 }

@@ -214,3 +214,13 @@ describe('strict verification (RFC 8032, not ZIP-215)', () => {
     }), { numRuns: 300 });
   });
 });
+
+describe('keys through OpenSSL match noble', () => {
+  it('ed25519 public keys and x25519 (WireGuard) public keys', async () => {
+    const { publicKeyFromSeed, x25519PublicKey } = await import('../../src/protocol/crypto.js');
+    fc.assert(fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (secret) => {
+      expect(publicKeyFromSeed(secret)).toEqual(ed25519.getPublicKey(secret));
+      expect(x25519PublicKey(secret)).toEqual(x25519.getPublicKey(secret));
+    }), { numRuns: 100 });
+  });
+});

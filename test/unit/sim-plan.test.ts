@@ -307,7 +307,8 @@ describe('sim wait and sim status (pure parts, fake clock)', () => {
     });
     expect(result).toEqual({
       ok: true,
-      seconds: 1,
+      seconds: 0.2, // third poll, 100 ms apart
+      sinceAgentsStarted: null,
       pairs: [
         { a: 'A', b: 'B', ok: true },
         { a: 'A', b: 'R', ok: true },

@@ -240,7 +240,8 @@ async function wait(args: string[], io: CliIO): Promise<number> {
   if (values.json) {
     printJson(io, result);
   } else if (result.ok) {
-    io.out(`run ${run.id}: ${result.pairs.length} agent pairs have tunnels with a completed handshake after ${result.seconds} s\n`);
+    const since = result.sinceAgentsStarted === null ? '' : ` (${result.sinceAgentsStarted} s since the agents started)`;
+    io.out(`run ${run.id}: ${result.pairs.length} agent pairs have tunnels with a completed handshake after ${result.seconds} s${since}\n`);
   } else {
     const missing = result.pairs.filter((p) => !p.ok);
     io.err(`scrooge: run ${run.id}: timed out after ${result.seconds} s; ${missing.length} of ${result.pairs.length} agent pairs are missing:\n`);
