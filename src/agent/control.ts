@@ -5,7 +5,7 @@
  *   <- {"ok":true,"result":...}  |  {"ok":false,"error":{"code":"...","message":"...","hint":"..."}}
  */
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
 
@@ -27,6 +27,7 @@ export function socketAnswers(path: string): Promise<boolean> {
 
 export class ControlServer {
   private server: Server | undefined;
+  private readonly connections = new Set<Socket>();
 
   constructor(private readonly path: string, private readonly handler: ControlHandler, private readonly log?: Logger) {}
 
@@ -38,9 +39,15 @@ export class ControlServer {
     }
     const server = createServer({ allowHalfOpen: true }, (conn) => {
       let buf = '';
+      this.connections.add(conn);
+      conn.on('close', () => this.connections.delete(conn));
       conn.setEncoding('utf8');
       conn.setTimeout(5000, () => conn.destroy());
       conn.on('error', () => conn.destroy());
+      // A client that hangs up without a request (a liveness probe) gets our end closed too.
+      conn.on('end', () => {
+        if (!buf.includes('\n')) conn.end();
+      });
       conn.on('data', (chunk: string) => {
         buf += chunk;
         if (buf.length > MAX_REQUEST_BYTES) conn.destroy();
@@ -84,6 +91,8 @@ export class ControlServer {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    // Do not wait for clients: a stop must finish within its 2 s budget.
+    for (const c of this.connections) c.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     try {
       unlinkSync(this.path);

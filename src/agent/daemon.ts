@@ -13,7 +13,7 @@ import { ScroogeError } from '../errors.js';
 import { MeshCore, type Action, type CoreOptions } from '../neighbors/core.js';
 import { tunnelInterfaceName } from '../neighbors/names.js';
 import { ReplayMemory } from '../neighbors/replay.js';
-import { formatEndpoint } from '../protocol/address.js';
+import { formatEndpoint, withZone } from '../protocol/address.js';
 import { fromBase64Strict, toBase64 } from '../protocol/bytes.js';
 import { Verifier, type Identity } from '../protocol/crypto.js';
 import { nextEpoch, SequenceSource } from '../protocol/sequence.js';
@@ -167,7 +167,7 @@ export class Agent {
     this.timers = [];
     await this.transport?.close();
     await this.control?.stop();
-    if (!this.core) return;
+    if (!this.core) return; // start() failed before there was anything to undo
     this.saveReplay();
     if (this.backend) {
       while (this.reconciling) await new Promise((r) => setTimeout(r, 10));
@@ -256,7 +256,8 @@ export class Agent {
     const now = this.now();
     this.core.adoptTunnels(adopt.map(({ ifname, rec, cfg }) => ({
       ifname, neighbor: fromBase64Strict(rec.neighbor, 32)!, role: rec.role, privateKey: cfg.privateKey, listenPort: cfg.listenPort, iface: rec.iface,
-      peer: cfg.peer?.endpoint ? { tunnelKey: cfg.peer.publicKey, endpoint: cfg.peer.endpoint } : undefined,
+      // wireguard-go reports a link-local endpoint without its zone; the state file knows it.
+      peer: cfg.peer?.endpoint ? { tunnelKey: cfg.peer.publicKey, endpoint: withZone(cfg.peer.endpoint, cfg.peer.endpoint.zone ?? rec.iface) } : undefined,
     })), now);
     // What is live already matches what the core now wants: mark it applied without touching it.
     for (const intent of this.core.desiredTunnels()) {

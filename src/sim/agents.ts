@@ -18,7 +18,7 @@ import { controlRequest, socketAnswers } from '../agent/control.js';
 import { ScroogeError } from '../errors.js';
 import { toBase64 } from '../protocol/bytes.js';
 import { createKeyFile } from '../system/keystore.js';
-import { type AgentTunnelStatus, type SimRun, controlSocketPath, logsDir, nodeDir, updateRun } from './run.js';
+import { type AgentTunnelStatus, type SimRun, controlSocketPath, isAlive, logsDir, nodeDir, requireNode, updateRun } from './run.js';
 import { deviceInterfaces, interfaceRole, runsAgent, type Device, type Topology } from './scenario.js';
 
 /** The bundled CLI, wherever this module runs from (the bundle itself, or the TS sources in tests). */
@@ -84,41 +84,77 @@ export async function startAgents(run: SimRun): Promise<void> {
   // Start them all at the same moment: that is what `sim wait` and the benchmarks measure from.
   const startedAt = Date.now();
   const pids: Record<string, { pid: number; startedAt: string }> = {};
-  for (const d of devices) {
-    const log = openSync(join(logsDir(run.id), `${d.name}.log`), 'a', 0o600);
-    try {
-      const child = spawn('ip', ['netns', 'exec', run.nodes[d.name]!, process.execPath, entry, 'run', '--config', join(nodeDir(run.id, d.name), 'config.json')], {
-        detached: true,
-        stdio: ['ignore', log, log],
-      });
-      child.unref();
-      pids[d.name] = { pid: child.pid!, startedAt: new Date(startedAt).toISOString() };
-    } finally {
-      closeSync(log);
-    }
-  }
+  for (const d of devices) pids[d.name] = { pid: spawnAgent(run, d.name, entry), startedAt: new Date(startedAt).toISOString() };
   await updateRun(run.id, (r) => {
     r.agents.pids = pids;
     r.agents.keys = keys;
     r.agents.startedAtMs = startedAt;
   });
+  await waitReady(run, devices.map((d) => d.name), pids);
+}
 
-  // Ready when every control socket answers; an agent that dies first is reported with its log.
+/** Starts `scrooge run` for one node in its namespace, detached, logging to logs/<node>.log. */
+function spawnAgent(run: SimRun, node: string, entry = scroogeEntry()): number {
+  const log = openSync(join(logsDir(run.id), `${node}.log`), 'a', 0o600);
+  try {
+    const child = spawn('ip', ['netns', 'exec', run.nodes[node]!, process.execPath, entry, 'run', '--config', join(nodeDir(run.id, node), 'config.json')], {
+      detached: true,
+      stdio: ['ignore', log, log],
+    });
+    child.unref();
+    return child.pid!;
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** Ready when every control socket answers; an agent that dies first is reported with its log. */
+async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pid: number }>): Promise<void> {
   const deadline = Date.now() + 20_000;
-  const pending = new Set(devices.map((d) => d.name));
+  const pending = new Set(nodes);
   while (pending.size) {
     for (const name of [...pending]) if (await socketAnswers(controlSocketPath(run.id, name))) pending.delete(name);
     if (!pending.size) break;
     for (const name of pending) {
-      try {
-        process.kill(pids[name]!.pid, 0);
-      } catch {
-        throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);
-      }
+      if (!isAlive(pids[name]!.pid)) throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);
     }
     if (Date.now() > deadline) throw new ScroogeError('EAGENT', `agents did not answer within 20 s: ${[...pending].join(', ')}`, `see the logs in ${logsDir(run.id)}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+function agentNode(run: SimRun, node: string): void {
+  requireNode(run, node);
+  if (!run.agents.enabled || !run.agents.keys?.[node])
+    throw new ScroogeError('ENOAGENT', `node ${node} of run ${run.id} runs no agent`, 'devices of type "host" run none, and neither does a run started with --no-agents');
+}
+
+/** `sim agent ID NODE start`: starts a stopped agent again (same key, config and state). */
+export async function startAgent(run: SimRun, node: string): Promise<number> {
+  agentNode(run, node);
+  const current = run.agents.pids[node];
+  if (current && isAlive(current.pid)) throw new ScroogeError('ERUNNING', `the agent of ${node} is already running (pid ${current.pid})`);
+  const pid = spawnAgent(run, node);
+  await updateRun(run.id, (r) => {
+    r.agents.pids[node] = { pid, startedAt: new Date().toISOString() };
+  });
+  await waitReady(run, [node], { [node]: { pid } });
+  return pid;
+}
+
+/**
+ * `sim agent ID NODE stop|kill`: SIGTERM (a clean stop: the agent removes its tunnels) or
+ * SIGKILL (a crash: tunnels and wireguard-go daemons stay behind for the next start to adopt).
+ */
+export async function stopAgent(run: SimRun, node: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<boolean> {
+  agentNode(run, node);
+  const pid = run.agents.pids[node]?.pid;
+  if (!pid || !isAlive(pid)) return false;
+  process.kill(pid, signal);
+  const deadline = Date.now() + 5000;
+  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  if (isAlive(pid)) throw new ScroogeError('EAGENT', `the agent of ${node} (pid ${pid}) did not stop within 5 s`);
+  return true;
 }
 
 /** Which nodes this node's agent has a tunnel with a completed WireGuard handshake to. */

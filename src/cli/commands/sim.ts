@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ScroogeError, UsageError } from '../../errors.js';
-import { agentTunnelStatus } from '../../sim/agents.js';
+import { agentTunnelStatus, startAgent, stopAgent } from '../../sim/agents.js';
 import { downRun, listNamespaces, requireRoot, upRun } from '../../sim/build.js';
 import { execInNode } from '../../sim/exec.js';
 import { describeUnapplied } from '../../sim/plan.js';
@@ -29,6 +29,9 @@ Devices of type "host" run no agent; every other device runs \`scrooge run\`.
   sim wait ID [--timeout S] [--json]
       wait until every pair of agent nodes sharing a segment has a tunnel with a completed
       handshake (default timeout 60 s); exits 1 on timeout, naming what is missing
+  sim agent ID NODE start|stop|kill
+      start NODE's agent again, stop it cleanly (SIGTERM: its tunnels go), or kill it (SIGKILL:
+      a crash; its tunnels stay for the next start to adopt)
 `;
 
 export const sim: Command = {
@@ -52,6 +55,8 @@ export const sim: Command = {
         return ctl(rest, io);
       case 'wait':
         return wait(rest, io);
+      case 'agent':
+        return agent(rest, io);
       case undefined:
         throw new UsageError('missing subcommand');
       default:
@@ -248,4 +253,20 @@ async function wait(args: string[], io: CliIO): Promise<number> {
     for (const p of missing) io.err(`  ${p.a} <-> ${p.b}: ${p.missing}\n`);
   }
   return result.ok ? 0 : 1;
+}
+
+async function agent(args: string[], io: CliIO): Promise<number> {
+  const { positionals } = parseCommandLine(args, {}, { min: 3, max: 3, names: 'ID NODE start|stop|kill' });
+  const [id, node, action] = positionals as [string, string, string];
+  if (!['start', 'stop', 'kill'].includes(action)) throw new UsageError(`expected start, stop or kill, got '${action}'`);
+  requireRoot('agent');
+  const run = await loadRun(id);
+  if (action === 'start') {
+    const pid = await startAgent(run, node);
+    io.out(`run ${id}: agent of ${node} started (pid ${pid})\n`);
+  } else {
+    const stopped = await stopAgent(run, node, action === 'stop' ? 'SIGTERM' : 'SIGKILL');
+    io.out(`run ${id}: agent of ${node} ${stopped ? (action === 'stop' ? 'stopped' : 'killed') : 'was not running'}\n`);
+  }
+  return 0;
 }
