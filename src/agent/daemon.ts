@@ -21,6 +21,7 @@ import { loadIdentity, readPassphraseFile } from '../system/keystore.js';
 import { interfaceNamesNow, meshInterfacesNow } from '../system/netif.js';
 import type { Runner } from '../system/runner.js';
 import { UdpTransport } from '../system/transport.js';
+import { TrafficControl } from '../system/traffic.js';
 import { detectBackend, type LiveTunnel, type WireGuardBackend } from '../system/wireguard.js';
 import { ControlServer } from './control.js';
 import { Settings } from './settings.js';
@@ -72,6 +73,10 @@ export class Agent {
   private settings!: Settings;
   private transport: UdpTransport | undefined;
   private backend: WireGuardBackend | undefined;
+  private traffic: TrafficControl | undefined;
+  private trafficRunning: Promise<void> | undefined;
+  private trafficAgain = false;
+  private lastTrafficKey = '';
   private control: ControlServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private started = false;
@@ -125,6 +130,12 @@ export class Agent {
     this.startedAt = this.now();
     this.log.info({ publicKey: this.core.ownKey, interfaces: c.interfaces.map((i) => i.name), epoch: epoch.toString() }, 'starting');
 
+    if (c.traffic.enabled) {
+      // Before anything is forwarded through tunnels, the filter is in place.
+      this.traffic = new TrafficControl({ run: this.deps.run, logger: this.deps.logger }, { backend: c.traffic.backend });
+      await this.traffic.start(c.uplinks.map((u) => u.interface));
+      await this.applyTraffic();
+    }
     if (c.tunnels.enabled) {
       this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log') });
       await this.adoptTunnels();
@@ -169,6 +180,13 @@ export class Agent {
     await this.control?.stop();
     if (!this.core) return; // start() failed before there was anything to undo
     this.saveReplay();
+    if (this.traffic) {
+      await this.trafficRunning?.catch(() => {});
+      if (this.config.traffic.removeOnStop) {
+        await this.traffic.stop().catch((err) => this.log.error({ err: (err as Error).message }, 'removing traffic rules failed'));
+        this.log.info('removed packet filter and shaping');
+      }
+    }
     if (this.backend) {
       while (this.reconciling) await new Promise((r) => setTimeout(r, 10));
       if (this.config.tunnels.removeOnStop) {
@@ -318,6 +336,60 @@ export class Agent {
       setTimeout(() => this.scheduleReconcile(), 1000).unref();
     }
     this.saveTunnels(false);
+    this.scheduleTraffic();
+  }
+
+  // ------------------------------------------------------------------ traffic control
+
+  private trafficInput() {
+    const c = this.config;
+    const tunnels = this.core.neighborList().flatMap((n) => {
+      const t = n.tunnel;
+      if (!t || !this.applied.has(t.ifname)) return [];
+      const s = this.settings.neighbor(n.key);
+      return [{ ifname: t.ifname, neighbor: n.key, meshIface: t.peerEndpoint?.zone ?? n.iface ?? '', priority: s.priority, cap: s.cap }];
+    });
+    return {
+      share: this.settings.share,
+      meshInterfaces: c.interfaces.map((i) => ({ name: i.name, rate: i.rate ?? c.traffic.defaultRate })),
+      uplinks: c.uplinks.map((u) => ({ name: u.interface, rate: u.rate })),
+      tunnels,
+    };
+  }
+
+  /** Applies the traffic plan if its inputs changed; serialized; the promise ends when applied. */
+  private applyTraffic(force = false): Promise<void> {
+    if (!this.traffic || this.stopping) return Promise.resolve();
+    if (this.trafficRunning) {
+      this.trafficAgain = true;
+      return this.trafficRunning.then(() => this.applyTraffic(force));
+    }
+    const input = this.trafficInput();
+    const key = JSON.stringify(input);
+    if (!force && key === this.lastTrafficKey) return Promise.resolve();
+    this.trafficRunning = this.traffic
+      .apply(input)
+      .then((r) => {
+        this.lastTrafficKey = key;
+        if (r.filterChanged || r.tcCommands) this.log.debug({ ...r, tunnels: input.tunnels.length }, 'traffic applied');
+      })
+      .catch((err) => {
+        this.lastTrafficKey = '';
+        this.log.error({ err: (err as Error).message }, 'applying traffic control failed; will retry');
+        setTimeout(() => this.scheduleTraffic(), 1000).unref();
+      })
+      .finally(() => {
+        this.trafficRunning = undefined;
+        if (this.trafficAgain) {
+          this.trafficAgain = false;
+          this.scheduleTraffic();
+        }
+      });
+    return this.trafficRunning;
+  }
+
+  private scheduleTraffic(): void {
+    void this.applyTraffic();
   }
 
   private saveTunnels(force: boolean): void {
@@ -363,18 +435,45 @@ export class Agent {
   private async command(cmd: string, args: Record<string, unknown>): Promise<unknown> {
     switch (cmd) {
       case 'status':
-        return this.status();
+        return { ...this.status(), traffic: this.traffic ? { backend: this.traffic.backend, untunneledDrops: await this.traffic.untunneledDrops().catch(() => null) } : null };
       case 'neighbors':
         return { neighbors: await this.neighborRows(args['stats'] !== false) };
       case 'tunnels':
         // {stats: false}: what the agent already knows, without asking WireGuard (cheap: for
         // pollers like `sim wait`, which would otherwise cost every tunnel a UAPI read per poll).
         return { tunnels: (await this.neighborRows(args['stats'] !== false)).filter((n) => n.tunnel).map((n) => ({ neighbor: n.key, alias: n.alias, ...n.tunnel })) };
-      case 'set':
-        return this.setNeighbor(args);
+      case 'set': {
+        const result = this.setNeighbor(args);
+        // Answer once the kernel holds the new classes.
+        await this.applyTraffic();
+        return result;
+      }
+      case 'traffic':
+        return this.trafficStatus();
       default:
         throw new ScroogeError('EUNKNOWNCMD', `the agent does not know the command "${cmd}"`);
     }
+  }
+
+  private async trafficStatus() {
+    if (!this.traffic) return { enabled: false };
+    const aliases = new Map(this.core.neighborList().map((n) => [n.key, this.settings.neighbor(n.key).alias]));
+    const neighborOfClass = new Map([...(this.traffic.lastPlan?.classOf ?? new Map<string, string>())].map(([k, c]) => [c, k]));
+    const trees = await this.traffic.liveClasses();
+    return {
+      enabled: true,
+      backend: this.traffic.backend,
+      share: this.settings.share,
+      untunneledDrops: await this.traffic.untunneledDrops(),
+      trees: trees.map((t) => ({
+        ...t,
+        alias: t.neighbor ? (aliases.get(t.neighbor) ?? null) : null,
+        classes: t.classes.map((c) => {
+          const key = neighborOfClass.get(c.classid);
+          return { ...c, neighbor: key ?? null, alias: key ? (aliases.get(key) ?? null) : null };
+        }),
+      })),
+    };
   }
 
   private status() {

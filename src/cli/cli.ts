@@ -17,6 +17,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   cap: { summary: "cap a neighbor's bandwidth", load: async () => (await import('./commands/agent.js')).cap },
   alias: { summary: 'name a neighbor', load: async () => (await import('./commands/agent.js')).alias },
   share: { summary: 'set the share of bandwidth sold to neighbors', load: async () => (await import('./commands/agent.js')).share },
+  tc: { summary: 'show or plan traffic control', load: async () => (await import('./commands/tc.js')).tc },
   demo: { summary: 'run the demo mesh', load: async () => (await import('./commands/demo.js')).demo },
   sim: { summary: 'build CORE scenarios in network namespaces', load: async () => (await import('./commands/sim.js')).sim },
 };

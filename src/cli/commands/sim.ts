@@ -229,7 +229,7 @@ async function ctl(args: string[], io: CliIO): Promise<number> {
   const [name, ...rest] = command;
   // Loaded here, not at the top: cli.ts loads this module, so a static import would be a cycle.
   const { main } = await import('../cli.js');
-  return main([name!, '--socket', controlSocketPath(run.id, node), ...rest], io);
+  return main([name!, ...rest, '--socket', controlSocketPath(run.id, node)], io);
 }
 
 async function wait(args: string[], io: CliIO): Promise<number> {

@@ -1,0 +1,131 @@
+/**
+ * `scrooge tc plan` (offline: what the agent would install, for review) and `scrooge tc show`
+ * (the live trees of a running agent, with per-neighbor counters).
+ */
+import { readFileSync } from 'node:fs';
+import { controlRequest } from '../../agent/control.js';
+import { rateSchema } from '../../config/config.js';
+import { formatRate } from '../../config/units.js';
+import { ScroogeError, UsageError } from '../../errors.js';
+import { tunnelInterfaceName } from '../../neighbors/names.js';
+import { fromBase64Strict } from '../../protocol/bytes.js';
+import { loadConfig } from '../../system/config-file.js';
+import { readPublicKey } from '../../system/keystore.js';
+import { planTraffic, type TrafficInput } from '../../traffic/plan.js';
+import { iptablesRestore, nftRuleset } from '../../traffic/rules.js';
+import { tcCommands } from '../../traffic/tc.js';
+import { type CliIO, type Command, formatTable, parseCommandLine, printJson } from '../command.js';
+import { DEFAULT_SOCKET } from './agent.js';
+
+const USAGE = `usage: scrooge tc plan --config FILE [--neighbors FILE] [--backend nft|iptables] [--json]
+       scrooge tc show [--json] [--socket PATH | --config FILE]
+
+tc plan  prints, without applying anything, the packet filter and the tc batch the agent with
+         this config would install. --neighbors FILE is a JSON array of neighbors with tunnels:
+         [{"key": "<base64>", "priority": 3, "cap": "2mbit", "meshIface": "eth0"}, ...]
+         (priority and cap default to the config's neighbor settings, meshIface to the first
+         mesh interface).
+tc show  prints the live HTB trees of a running agent with bytes, packets and drops per class,
+         and the count of untunneled packets it dropped.
+`;
+
+interface NeighborLine {
+  key?: unknown;
+  priority?: unknown;
+  cap?: unknown;
+  meshIface?: unknown;
+}
+
+async function plan(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseCommandLine(args, { config: { type: 'string' }, neighbors: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
+  if (!values.config) throw new UsageError('--config FILE is required');
+  if (values.backend && !['nft', 'iptables'].includes(values.backend)) throw new UsageError('--backend must be nft or iptables');
+  const config = loadConfig(values.config);
+  const own = await readPublicKey(config.keyFile);
+  let lines: NeighborLine[] = [];
+  if (values.neighbors) {
+    try {
+      lines = JSON.parse(readFileSync(values.neighbors, 'utf8')) as NeighborLine[];
+    } catch (err) {
+      throw new ScroogeError('ENEIGHBORS', `--neighbors ${values.neighbors}: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(lines)) throw new ScroogeError('ENEIGHBORS', `--neighbors ${values.neighbors}: expected a JSON array`);
+  }
+  const input: TrafficInput = {
+    share: config.share,
+    meshInterfaces: config.interfaces.map((i) => ({ name: i.name, rate: i.rate ?? config.traffic.defaultRate })),
+    uplinks: config.uplinks.map((u) => ({ name: u.interface, rate: u.rate })),
+    tunnels: lines.map((n, i) => {
+      const where = `--neighbors [${i}]`;
+      const key = typeof n.key === 'string' ? fromBase64Strict(n.key, 32) : undefined;
+      if (!key) throw new ScroogeError('ENEIGHBORS', `${where}: "key" must be a base64 ed25519 public key`);
+      const fromConfig = config.neighbors[n.key as string] ?? {};
+      const priority = n.priority ?? fromConfig.priority ?? 1;
+      if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 1) throw new ScroogeError('ENEIGHBORS', `${where}: "priority" must be a positive integer`);
+      let cap: number | undefined = fromConfig.cap ?? undefined;
+      if (n.cap !== undefined && n.cap !== null) {
+        const r = rateSchema.safeParse(n.cap);
+        if (!r.success) throw new ScroogeError('ENEIGHBORS', `${where}: "cap" is not a rate`);
+        cap = r.data;
+      }
+      const meshIface = typeof n.meshIface === 'string' ? n.meshIface : config.interfaces[0]!.name;
+      return { ifname: tunnelInterfaceName(own, key), neighbor: n.key as string, meshIface, priority, cap };
+    }),
+    leaf: 'fq_codel',
+  };
+  const p = planTraffic(input);
+  const backend = values.backend ?? 'nft';
+  const filter = backend === 'nft' ? nftRuleset(input, p) : iptablesRestore(input, p);
+  const batch = tcCommands(new Map(), p.trees, () => true);
+  if (values.json) printJson(io, { backend, filter, tc: batch, classes: Object.fromEntries(p.classOf) });
+  else io.out(`# ${backend === 'nft' ? 'nft -f -' : 'iptables-restore --noflush (and ip6tables-restore)'}\n${filter}\n# tc -batch -  (fq_codel leaves are dropped where the kernel lacks them)\n${batch.join('\n')}\n`);
+  return 0;
+}
+
+interface LiveTree {
+  dev: string;
+  kind: string;
+  alias: string | null;
+  neighbor: string | null;
+  classes: { classid: string; parent: string | null; rate: number | null; ceil: number | null; bytes: number; packets: number; drops: number; neighbor: string | null; alias: string | null }[];
+}
+
+const CLASS_NAMES: Record<string, string> = { '5c:1': 'total', '5c:10': 'own traffic', '5c:20': 'sold', '5c:21': 'sold: from non-tunnels' };
+
+async function show(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseCommandLine(args, { socket: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
+  const socket = values.socket ?? (values.config ? loadConfig(values.config).controlSocket : process.env['SCROOGE_SOCKET'] || DEFAULT_SOCKET);
+  const r = (await controlRequest(socket, 'traffic')) as { enabled: boolean; backend?: string; share?: number; untunneledDrops?: number; trees?: LiveTree[] };
+  if (values.json) {
+    printJson(io, r);
+    return 0;
+  }
+  if (!r.enabled) {
+    io.out('traffic control is disabled in this agent\'s config\n');
+    return 0;
+  }
+  io.out(`filter: ${r.backend}   share: ${r.share}   untunneled packets dropped: ${r.untunneledDrops}\n`);
+  for (const t of r.trees ?? []) {
+    io.out(`\n${t.dev} (${t.kind === 'uplink' ? 'uplink' : `tunnel to ${t.alias ?? t.neighbor?.slice(0, 12)}`})\n`);
+    io.out(formatTable(['CLASS', 'WHAT', 'RATE', 'CEIL', 'BYTES', 'PACKETS', 'DROPS'], t.classes.map((c) => [
+      c.classid,
+      CLASS_NAMES[c.classid] ?? (c.neighbor ? `neighbor ${c.alias ?? c.neighbor.slice(0, 12)}` : '-'),
+      c.rate === null ? '-' : formatRate(c.rate),
+      c.ceil === null ? '-' : formatRate(c.ceil),
+      String(c.bytes), String(c.packets), String(c.drops),
+    ])));
+  }
+  return 0;
+}
+
+export const tc: Command = {
+  name: 'tc',
+  summary: 'show or plan traffic control',
+  usage: USAGE,
+  async run(args, io) {
+    const [sub, ...rest] = args;
+    if (sub === 'plan') return plan(rest, io);
+    if (sub === 'show') return show(rest, io);
+    throw new UsageError(sub ? `unknown subcommand '${sub}'` : 'missing subcommand (plan or show)');
+  },
+};

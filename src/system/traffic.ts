@@ -1,0 +1,234 @@
+/**
+ * Applies traffic plans to the kernel: the filter (nftables table, or iptables chains where
+ * there is no nft) replaced atomically when its text changes, and the tc trees changed with one
+ * `tc -batch` of the differences (src/traffic/tc.ts). Owns only what it made: its nft table or
+ * chains, and root qdiscs with handle 5c: — an uplink that already has someone else's root qdisc
+ * is left alone (and logged), never replaced.
+ */
+import { promises as fs } from 'node:fs';
+import type { Logger } from 'pino';
+import { parseRate } from '../config/units.js';
+import { ScroogeError } from '../errors.js';
+import { HANDLE, planTraffic, type TcTree, type TrafficInput, type TrafficPlan } from '../traffic/plan.js';
+import { IPT_FILTER_CHAIN, IPT_MANGLE_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
+import { tcCommands } from '../traffic/tc.js';
+import type { Runner } from './runner.js';
+
+export type FilterBackend = 'nft' | 'iptables';
+
+/** Root qdiscs the kernel puts on a device by itself; replacing them takes nothing from anyone. */
+const DEFAULT_ROOTS = new Set(['noqueue', 'pfifo_fast', 'fq_codel', 'mq', 'fq', 'pfifo', 'sfq', 'cake']);
+
+interface LiveQdisc {
+  kind: string;
+  handle: string;
+  dev: string;
+  root?: boolean;
+}
+
+export interface ApplyReport {
+  filterChanged: boolean;
+  tcCommands: number;
+  ms: number;
+}
+
+async function devicePresent(dev: string): Promise<boolean> {
+  try {
+    await fs.access(`/sys/class/net/${dev}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class TrafficControl {
+  readonly log: Logger | undefined;
+  backend: FilterBackend = 'nft';
+  private leaf: 'fq_codel' | 'none' = 'fq_codel';
+  /** Trees as last applied, by device. */
+  private current = new Map<string, TcTree>();
+  private lastFilter = '';
+  private iptablesJumps = false;
+  /** Devices with a root qdisc that is not ours: never touched. */
+  private foreign = new Set<string>();
+  private started = false;
+  lastPlan: TrafficPlan | undefined;
+
+  constructor(private readonly deps: { run: Runner; logger?: Logger }, private readonly opts: { backend: 'auto' | FilterBackend }) {
+    this.log = deps.logger?.child({ component: 'traffic' });
+  }
+
+  /** Picks the filter backend and learns which root qdiscs are ours (from a previous run). */
+  async start(devices: readonly string[]): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.backend = await this.pickBackend();
+    const { stdout } = await this.deps.run(['tc', '-j', 'qdisc', 'show']);
+    const roots = (JSON.parse(stdout || '[]') as LiveQdisc[]).filter((q) => q.root);
+    for (const q of roots) {
+      if (!devices.includes(q.dev)) continue;
+      if (q.handle === `${HANDLE}:`) continue; // ours, left by a previous run: rebuilt by `replace`
+      if (q.handle !== '0:' && !DEFAULT_ROOTS.has(q.kind)) {
+        this.foreign.add(q.dev);
+        this.log?.error({ dev: q.dev, qdisc: `${q.kind} ${q.handle}` }, `${q.dev} already has a root qdisc Scrooge did not make; not shaping it (remove it, or take it out of "uplinks")`);
+      }
+    }
+    this.log?.info({ backend: this.backend }, `packet filter: ${this.backend === 'nft' ? 'nftables table inet scrooge' : 'iptables chains SCROOGE-*'}`);
+  }
+
+  private async pickBackend(): Promise<FilterBackend> {
+    const has = async (argv: string[]) => this.deps.run(argv).then(() => true, () => false);
+    if (this.opts.backend !== 'iptables' && (await has(['nft', 'list', 'tables']))) return 'nft';
+    if (this.opts.backend === 'nft') throw new ScroogeError('ENONFT', 'traffic.backend is "nft" but nft does not work here', 'install nftables, or set traffic.backend to "auto"');
+    if (await has(['iptables', '-w', '-L', 'FORWARD', '-n'])) return 'iptables';
+    throw new ScroogeError('ENOFILTER', 'neither nft nor iptables works here: cannot keep untunneled traffic from being forwarded',
+      'install nftables (apt-get install --no-install-recommends nftables) or iptables');
+  }
+
+  /** Plans and applies; only differences reach the kernel. */
+  async apply(input: Omit<TrafficInput, 'leaf'>): Promise<ApplyReport> {
+    const started = performance.now();
+    const present = new Set<string>();
+    for (const dev of [...input.uplinks.map((u) => u.name), ...input.tunnels.map((t) => t.ifname)]) {
+      if (!this.foreign.has(dev) && (await devicePresent(dev))) present.add(dev);
+    }
+    const full: TrafficInput = {
+      ...input,
+      uplinks: input.uplinks.filter((u) => present.has(u.name)),
+      tunnels: input.tunnels.filter((t) => present.has(t.ifname)),
+      leaf: this.leaf,
+    };
+    const plan = planTraffic(full);
+    this.lastPlan = plan;
+
+    let filterChanged = false;
+    const filter = this.backend === 'nft' ? nftRuleset(full, plan) : iptablesRestore(full, plan);
+    if (filter !== this.lastFilter) {
+      await this.applyFilter(filter);
+      this.lastFilter = filter;
+      filterChanged = true;
+    }
+
+    // Trees of devices that are gone went with them.
+    for (const dev of [...this.current.keys()]) if (!present.has(dev) && !input.uplinks.some((u) => u.name === dev)) this.current.delete(dev);
+    const lines = tcCommands(this.current, plan.trees, (dev) => present.has(dev));
+    if (lines.length) {
+      try {
+        await this.deps.run(['tc', '-batch', '-'], { input: lines.join('\n') + '\n' });
+      } catch (err) {
+        if (this.leaf !== 'none' && /qdisc kind is unknown/i.test((err as Error).message)) {
+          // No fq_codel in this kernel: HTB's default leaves (pfifo) it is.
+          this.log?.info('fq_codel is not available in this kernel; leaf queues stay pfifo');
+          this.leaf = 'none';
+          this.current.clear();
+          return this.apply(input);
+        }
+        // We no longer know what the kernel holds for these trees: rebuild them next time.
+        for (const t of plan.trees) this.current.delete(t.dev);
+        throw err;
+      }
+    }
+    this.current = new Map(plan.trees.map((t) => [t.dev, t]));
+    return { filterChanged, tcCommands: lines.length, ms: Math.round(performance.now() - started) };
+  }
+
+  private async applyFilter(text: string): Promise<void> {
+    if (this.backend === 'nft') {
+      await this.deps.run(['nft', '-f', '-'], { input: text });
+      return;
+    }
+    for (const cmd of ['iptables', 'ip6tables']) await this.deps.run([`${cmd}-restore`, '-w', '--noflush'], { input: text });
+    if (!this.iptablesJumps) {
+      for (const cmd of ['iptables', 'ip6tables']) {
+        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) {
+          const present = await this.deps.run([cmd, '-w', '-t', table, '-C', 'FORWARD', '-j', chain]).then(() => true, () => false);
+          if (!present) await this.deps.run([cmd, '-w', '-t', table, '-I', 'FORWARD', '1', '-j', chain]);
+        }
+      }
+      this.iptablesJumps = true;
+    }
+  }
+
+  /** Removes exactly what this agent added: the filter, and its root qdiscs on present devices. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    if (this.backend === 'nft') {
+      await this.deps.run(['nft', '-f', '-'], { input: NFT_REMOVE }).catch((err) => this.log?.error({ err: (err as Error).message }, 'removing nft table failed'));
+    } else {
+      for (const cmd of ['iptables', 'ip6tables']) {
+        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) {
+          await this.deps.run([cmd, '-w', '-t', table, '-D', 'FORWARD', '-j', chain], { okExitCodes: [0, 1, 2] });
+          await this.deps.run([cmd, '-w', '-t', table, '-F', chain], { okExitCodes: [0, 1] });
+          await this.deps.run([cmd, '-w', '-t', table, '-X', chain], { okExitCodes: [0, 1] });
+        }
+      }
+    }
+    const lines: string[] = [];
+    for (const dev of this.current.keys()) if (await devicePresent(dev)) lines.push(`qdisc del dev ${dev} root`);
+    if (lines.length) await this.deps.run(['tc', '-force', '-batch', '-'], { input: lines.join('\n') + '\n', okExitCodes: [0, 1] });
+    this.current.clear();
+    this.lastFilter = '';
+  }
+
+  /** Packets dropped because they came from a mesh interface without a tunnel. */
+  async untunneledDrops(): Promise<number> {
+    if (!this.lastFilter) return 0;
+    if (this.backend === 'nft') {
+      const { stdout } = await this.deps.run(['nft', '-j', 'list', 'counter', 'inet', 'scrooge', 'untunneled']);
+      const entries = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
+      return entries.find((e) => e.counter)?.counter?.packets ?? 0;
+    }
+    let total = 0;
+    for (const cmd of ['iptables', 'ip6tables']) {
+      const { stdout } = await this.deps.run([cmd, '-w', '-L', IPT_FILTER_CHAIN, '-n', '-v', '-x']);
+      for (const line of stdout.split('\n').slice(2)) {
+        const packets = Number(line.trim().split(/\s+/)[0]);
+        if (Number.isFinite(packets)) total += packets;
+      }
+    }
+    return total;
+  }
+
+  /** The live classes (with byte/packet/drop counters) of every tree this agent manages. */
+  async liveClasses(): Promise<{ dev: string; kind: string; neighbor: string | undefined; classes: LiveClass[] }[]> {
+    const out = [];
+    for (const t of this.current.values()) {
+      // This iproute2 prints htb classes as text even with -j: parse the text.
+      const { stdout } = await this.deps.run(['tc', '-s', 'class', 'show', 'dev', t.dev], { okExitCodes: [0, 1] });
+      out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: parseTcClasses(stdout).filter((c) => c.classid.startsWith(`${HANDLE}:`)) });
+    }
+    return out;
+  }
+}
+
+/** Parses `tc -s class show` text: a header line per class, then its counters. */
+export function parseTcClasses(text: string): LiveClass[] {
+  const out: LiveClass[] = [];
+  let cur: LiveClass | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^class \S+ (\S+) (?:root|parent (\S+))(?:.*? rate (\S+))?(?:.*? ceil (\S+))?/.exec(line);
+    if (head) {
+      cur = { classid: head[1]!, parent: head[2] ?? null, rate: head[3] ? (parseRate(head[3]) ?? null) : null, ceil: head[4] ? (parseRate(head[4]) ?? null) : null, bytes: 0, packets: 0, drops: 0 };
+      out.push(cur);
+      continue;
+    }
+    const sent = /Sent (\d+) bytes (\d+) pkt \(dropped (\d+)/.exec(line);
+    if (sent && cur) {
+      cur.bytes = Number(sent[1]);
+      cur.packets = Number(sent[2]);
+      cur.drops = Number(sent[3]);
+    }
+  }
+  return out;
+}
+
+export interface LiveClass {
+  classid: string;
+  parent: string | null;
+  /** bit/s */
+  rate: number | null;
+  ceil: number | null;
+  bytes: number;
+  packets: number;
+  drops: number;
+}

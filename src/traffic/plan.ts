@@ -1,0 +1,169 @@
+/**
+ * The traffic planner (pure): from the node's share, its interfaces and its tunnels with each
+ * neighbor's priority and cap, the whole desired kernel state — one HTB tree per egress
+ * interface (uplinks and tunnels) and the packet filter that drops untunneled forwarding and
+ * tells HTB which class a forwarded packet belongs to. tc/README.md draws the trees.
+ *
+ * Classification needs no tc filter: the filter sets the packet's priority (skb->priority) to
+ * a class id, and HTB puts a packet whose priority names one of its own classes in that class.
+ *
+ *   uplink (capacity C, share s):              tunnel to neighbor N (capacity C of its link):
+ *   5c:  htb default 10                        5c:  htb default 10
+ *   5c:1  rate C                               5c:1  rate C
+ *    |- 5c:10 own traffic  rate C-sC ceil C     |- 5c:10 own traffic  rate C-S ceil C
+ *    '- 5c:20 sold         rate sC  ceil sC     '- 5c:20 sold to N    rate S   ceil S,
+ *        |- 5c:21 from non-tunnels (1 %)                                 S = min(sC, cap N)
+ *        '- 5c:1xx one per neighbor: rate ∝ priority, ceil min(cap, sC)
+ */
+import { sha256 } from '@noble/hashes/sha2.js';
+
+/** tc handle major of every qdisc Scrooge owns ("5c" ~ "sc"): how it knows its own trees. */
+export const HANDLE = '5c';
+export const CLASS_ROOT = `${HANDLE}:1`;
+export const CLASS_OWN = `${HANDLE}:10`;
+export const CLASS_SOLD = `${HANDLE}:20`;
+export const CLASS_OTHER = `${HANDLE}:21`;
+/** Neighbor classes are 5c:100 .. 5c:fffe (hex minors, as tc and nft write them). */
+const SLOT_BASE = 0x100;
+const SLOT_COUNT = 0xfffe - SLOT_BASE + 1;
+/** HTB wants rate >= 1; a class that must exist but should get (almost) nothing gets this. */
+export const MIN_RATE = 8_000;
+/** Share of the sold bandwidth reserved for forwarded traffic that did not come from a tunnel. */
+const OTHER_FRACTION = 0.01;
+export const NFT_TABLE = 'scrooge';
+
+export interface TunnelInput {
+  ifname: string;
+  neighbor: string;
+  /** The mesh interface the tunnel runs over (its capacity bounds the tunnel). */
+  meshIface: string;
+  priority: number;
+  /** bit/s, or undefined for no cap. */
+  cap: number | undefined;
+}
+
+export interface TrafficInput {
+  /** Fraction in (0, 1] of each egress interface's capacity that forwarded traffic may use. */
+  share: number;
+  meshInterfaces: { name: string; rate: number }[];
+  uplinks: { name: string; rate: number }[];
+  tunnels: TunnelInput[];
+  /** Leaf queue discipline; 'none' leaves HTB's default (pfifo). */
+  leaf: 'fq_codel' | 'none';
+}
+
+export interface TcClass {
+  classid: string;
+  parent: string;
+  /** bit/s */
+  rate: number;
+  ceil: number;
+  prio: number;
+  /** bytes: how much a class may send per round when borrowing; proportional to its rate. */
+  quantum: number;
+  /** bytes that may leave at once at rate (burst) and at ceil (cburst). */
+  burst: number;
+  cburst: number;
+  /** Leaf classes get the leaf qdisc. */
+  leaf: boolean;
+}
+
+export interface TcTree {
+  dev: string;
+  kind: 'uplink' | 'tunnel';
+  /** Neighbor key for a tunnel's tree. */
+  neighbor?: string;
+  classes: TcClass[];
+  leaf: 'fq_codel' | 'none';
+}
+
+export interface TrafficPlan {
+  /** Neighbor key -> its class id on the uplinks. */
+  classOf: Map<string, string>;
+  trees: TcTree[];
+}
+
+function quantum(rate: number): number {
+  // HTB's own default is rate/r2q (r2q=10); clamp to one MTU .. 200 kB as the kernel advises.
+  return Math.min(200_000, Math.max(1514, Math.round(rate / 8 / 10)));
+}
+
+/**
+ * 10 ms worth of traffic: tc's default (about one MTU) is too small for fast classes, whose
+ * timers then cannot keep up and the class never reaches its rate (a 1 Gbit/s class with a
+ * 1600-byte burst would need a timer every 13 µs).
+ */
+function burst(rate: number): number {
+  return Math.max(3200, Math.round((rate / 8) * 0.01));
+}
+
+function cls(classid: string, parent: string, rate: number, ceil: number, prio: number, leaf: boolean): TcClass {
+  const r = Math.max(MIN_RATE, Math.round(rate));
+  const c = Math.max(r, Math.round(ceil));
+  return { classid, parent, rate: r, ceil: c, prio, quantum: quantum(r), burst: burst(r), cburst: burst(c), leaf };
+}
+
+/**
+ * Class ids for neighbors, a function of the set of keys only (not of the order they came in):
+ * each key starts at a slot from its hash; collisions go to the next free slot, keys taken in
+ * sorted order. So replaying the same changes in any order gives the same ruleset.
+ */
+export function neighborClasses(keys: readonly string[]): Map<string, string> {
+  const sorted = [...new Set(keys)].sort();
+  const taken = new Set<number>();
+  const out = new Map<string, string>();
+  for (const key of sorted) {
+    const h = sha256(new TextEncoder().encode(key));
+    let slot = ((h[0]! << 16) | (h[1]! << 8) | h[2]!) % SLOT_COUNT;
+    while (taken.has(slot)) slot = (slot + 1) % SLOT_COUNT;
+    taken.add(slot);
+    out.set(key, `${HANDLE}:${(SLOT_BASE + slot).toString(16)}`);
+  }
+  return out;
+}
+
+export function planTraffic(input: TrafficInput): TrafficPlan {
+  if (!(input.share > 0 && input.share <= 1)) throw new RangeError(`"share" must be in (0, 1], got ${input.share}`);
+  const tunnels = [...input.tunnels].sort((a, b) => (a.ifname < b.ifname ? -1 : a.ifname > b.ifname ? 1 : 0));
+  const classOf = neighborClasses(tunnels.map((t) => t.neighbor));
+  const meshRate = new Map(input.meshInterfaces.map((m) => [m.name, m.rate]));
+  const trees: TcTree[] = [];
+
+  const totalWeight = tunnels.reduce((sum, t) => sum + t.priority, 0);
+  for (const up of [...input.uplinks].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const C = up.rate;
+    const sold = input.share * C;
+    const other = Math.max(MIN_RATE, sold * OTHER_FRACTION);
+    const forNeighbors = Math.max(MIN_RATE, sold - other);
+    // 5c:21 always exists, so 5c:20 is always an inner class (no leaf <-> inner flips).
+    const classes: TcClass[] = [
+      cls(CLASS_ROOT, `${HANDLE}:`, C, C, 0, false),
+      cls(CLASS_OWN, CLASS_ROOT, C - sold, C, 0, true),
+      cls(CLASS_SOLD, CLASS_ROOT, sold, sold, 1, false),
+      cls(CLASS_OTHER, CLASS_SOLD, tunnels.length ? other : sold, sold, 1, true),
+    ];
+    for (const t of tunnels) {
+      const ceil = t.cap === undefined ? sold : Math.min(t.cap, sold);
+      classes.push(cls(classOf.get(t.neighbor)!, CLASS_SOLD, Math.min(ceil, (forNeighbors * t.priority) / totalWeight), ceil, 1, true));
+    }
+    trees.push({ dev: up.name, kind: 'uplink', classes, leaf: input.leaf });
+  }
+
+  for (const t of tunnels) {
+    const C = meshRate.get(t.meshIface);
+    if (C === undefined) continue; // its mesh interface is gone: the tunnel goes too
+    const sold = Math.min(input.share * C, t.cap ?? Infinity);
+    trees.push({
+      dev: t.ifname,
+      kind: 'tunnel',
+      neighbor: t.neighbor,
+      classes: [
+        cls(CLASS_ROOT, `${HANDLE}:`, C, C, 0, false),
+        cls(CLASS_OWN, CLASS_ROOT, C - sold, C, 0, true),
+        cls(CLASS_SOLD, CLASS_ROOT, sold, sold, 1, true),
+      ],
+      leaf: input.leaf,
+    });
+  }
+  return { classOf, trees };
+}
