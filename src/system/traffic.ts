@@ -54,7 +54,10 @@ export class TrafficControl {
   private started = false;
   lastPlan: TrafficPlan | undefined;
 
-  constructor(private readonly deps: { run: Runner; logger?: Logger }, private readonly opts: { backend: 'auto' | FilterBackend }) {
+  constructor(
+    private readonly deps: { run: Runner; logger?: Logger; devicePresent?: (dev: string) => Promise<boolean> },
+    private readonly opts: { backend: 'auto' | FilterBackend },
+  ) {
     this.log = deps.logger?.child({ component: 'traffic' });
   }
 
@@ -90,7 +93,7 @@ export class TrafficControl {
     const started = performance.now();
     const present = new Set<string>();
     for (const dev of [...input.uplinks.map((u) => u.name), ...input.tunnels.map((t) => t.ifname)]) {
-      if (!this.foreign.has(dev) && (await devicePresent(dev))) present.add(dev);
+      if (!this.foreign.has(dev) && (await (this.deps.devicePresent ?? devicePresent)(dev))) present.add(dev);
     }
     const full: TrafficInput = {
       ...input,
@@ -121,7 +124,8 @@ export class TrafficControl {
           this.log?.info('fq_codel is not available in this kernel; leaf queues stay pfifo');
           this.leaf = 'none';
           this.current.clear();
-          return this.apply(input);
+          const again = await this.apply(input);
+          return { ...again, filterChanged: filterChanged || again.filterChanged };
         }
         // We no longer know what the kernel holds for these trees: rebuild them next time.
         for (const t of plan.trees) this.current.delete(t.dev);
@@ -164,7 +168,7 @@ export class TrafficControl {
       }
     }
     const lines: string[] = [];
-    for (const dev of this.current.keys()) if (await devicePresent(dev)) lines.push(`qdisc del dev ${dev} root`);
+    for (const dev of this.current.keys()) if (await (this.deps.devicePresent ?? devicePresent)(dev)) lines.push(`qdisc del dev ${dev} root`);
     if (lines.length) await this.deps.run(['tc', '-force', '-batch', '-'], { input: lines.join('\n') + '\n', okExitCodes: [0, 1] });
     this.current.clear();
     this.lastFilter = '';

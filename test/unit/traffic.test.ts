@@ -1,0 +1,195 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { CommandError } from '../../src/errors.js';
+import type { Runner } from '../../src/system/runner.js';
+import { TrafficControl } from '../../src/system/traffic.js';
+import { CLASS_SOLD, MIN_RATE, neighborClasses, planTraffic, type TrafficInput, type TunnelInput } from '../../src/traffic/plan.js';
+import { iptablesRestore, nftRuleset } from '../../src/traffic/rules.js';
+import { FakeKernel } from './fakekernel.js';
+
+const KEYS = ['AAAA', 'BBBB', 'CCCC', 'DDDD', 'EEEE', 'FFFF'].map((k) => `${k}${'x'.repeat(39)}=`);
+const IF = (i: number) => `sc${'0123456789abc'.slice(0, 12)}${i}`;
+
+function tunnel(i: number, priority = 1, cap?: number): TunnelInput {
+  return { ifname: IF(i), neighbor: KEYS[i]!, meshIface: 'eth0', priority, cap };
+}
+
+function base(tunnels: TunnelInput[], share = 0.5): Omit<TrafficInput, 'leaf'> {
+  return { share, meshInterfaces: [{ name: 'eth0', rate: 100e6 }], uplinks: [{ name: 'eth1', rate: 20e6 }], tunnels };
+}
+
+/** A runner that understands exactly the commands TrafficControl uses, backed by a FakeKernel. */
+function fakeRunner(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}): Runner & { calls: string[][] } {
+  const calls: string[][] = [];
+  const run = async (argv: readonly string[], o: { input?: string } = {}) => {
+    calls.push([...argv]);
+    const ok = (stdout = '') => ({ argv, exitCode: 0, stdout, stderr: '' });
+    const cmd = argv.join(' ');
+    if (cmd === 'nft list tables') return ok();
+    if (cmd === 'tc -j qdisc show') return ok(JSON.stringify([...kernel.qdiscs].map(([dev, q]) => ({ dev, kind: q.kind, handle: q.handle ?? '0:', root: true }))));
+    if (cmd === 'nft -f -') {
+      kernel.nft(o.input!);
+      return ok();
+    }
+    if (cmd === 'tc -batch -' || cmd === 'tc -force -batch -') {
+      for (const line of o.input!.trim().split('\n')) {
+        if (!opts.fqCodel && / fq_codel$/.test(line)) throw new CommandError(argv, 2, 'Error: Specified qdisc kind is unknown.');
+        try {
+          kernel.tc(line);
+        } catch (err) {
+          if (cmd.includes('-force')) continue;
+          throw new CommandError(argv, 1, (err as Error).message);
+        }
+      }
+      return ok();
+    }
+    throw new Error(`fake runner: unexpected command: ${cmd}`);
+  };
+  return Object.assign(run, { calls });
+}
+
+async function newControl(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}) {
+  const run = fakeRunner(kernel, opts);
+  const tc = new TrafficControl({ run, devicePresent: async (d) => kernel.devices.has(d) }, { backend: 'auto' });
+  await tc.start(['eth1']);
+  return { tc, run };
+}
+
+function kernelFor(n: number): FakeKernel {
+  return new FakeKernel(new Set(['eth0', 'eth1', ...Array.from({ length: n }, (_, i) => IF(i))]));
+}
+
+describe('traffic planner', () => {
+  it('neighbor classes depend on the set of keys, not their order', () => {
+    const a = neighborClasses(KEYS);
+    const b = neighborClasses([...KEYS].reverse());
+    expect([...a].sort()).toEqual([...b].sort());
+    expect(new Set(a.values()).size).toBe(KEYS.length);
+  });
+
+  it('rates follow priority, ceilings follow caps and the share', () => {
+    const plan = planTraffic({ ...base([tunnel(0, 3), tunnel(1, 1), tunnel(2, 1, 2e6)]), leaf: 'none' });
+    const up = plan.trees.find((t) => t.dev === 'eth1')!;
+    const byKey = (i: number) => up.classes.find((c) => c.classid === plan.classOf.get(KEYS[i]!))!;
+    const sold = up.classes.find((c) => c.classid === CLASS_SOLD)!;
+    expect(sold.rate).toBe(10e6);
+    expect(sold.ceil).toBe(10e6);
+    expect(byKey(0).rate / byKey(1).rate).toBeCloseTo(3, 5);
+    expect(byKey(0).ceil).toBe(10e6);
+    expect(byKey(2).ceil).toBe(2e6);
+    expect(byKey(2).rate).toBeLessThanOrEqual(2e6);
+    const children = up.classes.filter((c) => c.parent === CLASS_SOLD);
+    expect(children.reduce((s, c) => s + c.rate, 0)).toBeLessThanOrEqual(sold.rate + MIN_RATE);
+    // Own traffic may use the whole uplink.
+    expect(up.classes.find((c) => c.classid === '5c:10')!.ceil).toBe(20e6);
+    // Traffic sold to a capped neighbor over its tunnel is capped too.
+    const t2 = plan.trees.find((t) => t.dev === IF(2))!;
+    expect(t2.classes.find((c) => c.classid === CLASS_SOLD)).toMatchObject({ rate: 2e6, ceil: 2e6 });
+    expect(plan.trees.find((t) => t.dev === IF(0))!.classes.find((c) => c.classid === CLASS_SOLD)).toMatchObject({ ceil: 50e6 });
+  });
+
+  it('the filter drops untunneled forwarding and classifies by input tunnel (nft and iptables)', () => {
+    const input = { ...base([tunnel(0, 3), tunnel(1)]), leaf: 'none' as const };
+    const plan = planTraffic(input);
+    const nft = nftRuleset(input, plan);
+    expect(nft).toContain('iifname @mesh counter name "untunneled" drop');
+    expect(nft).toContain(`"${IF(0)}" : ${plan.classOf.get(KEYS[0]!)}`);
+    expect(nft).toContain('set mesh { type ifname; elements = { "eth0" }; }');
+    const ipt = iptablesRestore(input, plan);
+    expect(ipt).toContain('-A SCROOGE-FWD -i eth0 -j DROP');
+    expect(ipt).toContain(`-A SCROOGE-CLASS -i ${IF(1)} -o eth1 -j CLASSIFY --set-class ${plan.classOf.get(KEYS[1]!)}`);
+    // The generic uplink rule comes before the per-neighbor ones (CLASSIFY: last match wins).
+    expect(ipt.indexOf('-o eth1 -j CLASSIFY --set-class 5c:21')).toBeLessThan(ipt.indexOf(`-i ${IF(1)} -o eth1`));
+  });
+});
+
+describe('applying plans (stateful fake kernel)', () => {
+  it('the same input twice changes nothing the second time', async () => {
+    const kernel = kernelFor(3);
+    const { tc, run } = await newControl(kernel);
+    const input = base([tunnel(0, 3), tunnel(1), tunnel(2, 1, 1e6)]);
+    const first = await tc.apply(input);
+    expect(first.filterChanged).toBe(true);
+    expect(first.tcCommands).toBeGreaterThan(0);
+    const before = run.calls.length;
+    const second = await tc.apply(input);
+    expect(second).toMatchObject({ filterChanged: false, tcCommands: 0 });
+    expect(run.calls.length).toBe(before);
+  });
+
+  it('falls back to pfifo leaves where fq_codel is missing, and uses fq_codel where it is there', async () => {
+    const without = kernelFor(1);
+    await (await newControl(without)).tc.apply(base([tunnel(0)]));
+    expect(without.render()).not.toContain('fq_codel');
+    expect(without.render()).toContain('5c:10 parent 5c:1');
+    const withIt = kernelFor(1);
+    await (await newControl(withIt, { fqCodel: true })).tc.apply(base([tunnel(0)]));
+    expect(withIt.render()).toContain('leaf fq_codel');
+  });
+
+  it('a priority change touches only the neighbor classes whose numbers moved', async () => {
+    const kernel = kernelFor(3);
+    const { tc } = await newControl(kernel);
+    await tc.apply(base([tunnel(0), tunnel(1), tunnel(2, 1, 1e6)]));
+    const mark = kernel.tcLog.length;
+    await tc.apply(base([tunnel(0, 3), tunnel(1), tunnel(2, 1, 1e6)]));
+    const lines = kernel.tcLog.slice(mark);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.every((l) => l.startsWith('class change dev eth1 '))).toBe(true);
+    // Neighbor 2 is held at its cap: its class does not move.
+    const plan = planTraffic({ ...base([tunnel(0, 3), tunnel(1), tunnel(2, 1, 1e6)]), leaf: 'none' });
+    expect(lines.some((l) => l.includes(`classid ${plan.classOf.get(KEYS[2]!)} `))).toBe(false);
+  });
+
+  it('any order of changes reaches the same kernel state as building the final input directly', async () => {
+    type Change = { kind: 'add' | 'remove' | 'priority' | 'cap'; i: number; value: number } | { kind: 'share'; value: number };
+    const change: fc.Arbitrary<Change> = fc.oneof(
+      fc.record({ kind: fc.constantFrom('add' as const, 'remove' as const, 'priority' as const, 'cap' as const), i: fc.integer({ min: 0, max: 5 }), value: fc.integer({ min: 1, max: 9 }) }),
+      fc.record({ kind: fc.constant('share' as const), value: fc.integer({ min: 1, max: 10 }) }),
+    );
+    await fc.assert(fc.asyncProperty(fc.array(change, { minLength: 1, maxLength: 25 }), async (changes) => {
+      const kernel = kernelFor(6);
+      const { tc } = await newControl(kernel);
+      const tunnels = new Map<number, TunnelInput>();
+      let share = 0.5;
+      for (const c of changes) {
+        if (c.kind === 'share') share = c.value / 10;
+        else if (c.kind === 'add') tunnels.set(c.i, tunnels.get(c.i) ?? tunnel(c.i));
+        else if (c.kind === 'remove') {
+          tunnels.delete(c.i);
+          kernel.qdiscs.delete(IF(c.i)); // the interface (and its qdisc) goes with the tunnel
+        } else if (tunnels.has(c.i)) {
+          const t = tunnels.get(c.i)!;
+          tunnels.set(c.i, c.kind === 'priority' ? { ...t, priority: c.value } : { ...t, cap: c.value % 3 === 0 ? undefined : c.value * 1e6 });
+        }
+        await tc.apply(base([...tunnels.values()], share));
+      }
+      const fresh = kernelFor(6);
+      const direct = await newControl(fresh);
+      await direct.tc.apply(base([...tunnels.values()], share));
+      // Interfaces of removed tunnels are gone in the incremental kernel; compare what exists.
+      for (const [i] of [0, 1, 2, 3, 4, 5].entries()) if (!tunnels.has(i)) fresh.qdiscs.delete(IF(i));
+      expect(kernel.render()).toBe(fresh.render());
+    }), { numRuns: 150 });
+  });
+
+  it('stop removes exactly its own: the table and its root qdiscs', async () => {
+    const kernel = kernelFor(1);
+    const { tc } = await newControl(kernel);
+    await tc.apply(base([tunnel(0)]));
+    expect(kernel.qdiscs.size).toBe(2);
+    await tc.stop();
+    expect(kernel.qdiscs.size).toBe(0);
+    expect(kernel.nftTable).toBeUndefined();
+  });
+
+  it('leaves an uplink with someone else\'s root qdisc alone', async () => {
+    const kernel = kernelFor(1);
+    kernel.qdiscs.set('eth1', { kind: 'htb', handle: '1:', classes: new Map(), leaves: new Map() });
+    const { tc } = await newControl(kernel);
+    await tc.apply(base([tunnel(0)]));
+    expect(kernel.qdiscs.get('eth1')!.handle).toBe('1:');
+    await tc.stop();
+    expect(kernel.qdiscs.get('eth1')!.handle).toBe('1:');
+  });
+});
