@@ -39,8 +39,11 @@ import {
   type Network,
   type Topology,
   deviceById,
+  deviceByName,
   hearingPairs,
+  interfaceRole,
   networkById,
+  runsAgent,
   segments,
 } from './scenario.js';
 
@@ -334,8 +337,14 @@ export function planRun(topology: Topology, runId: string): SimPlan {
     });
 
     const { from1, from2 } = effectiveEgress(link, network);
-    push(tc, end1.namespace, ...shapingLines(end1.ifname, from1));
-    push(tc, end2.namespace, ...shapingLines(end2.ifname, from2));
+    // An agent's uplink is shaped by the agent itself, to the link's bandwidth (agents.ts puts
+    // it in the config as the uplink's rate): a qdisc of ours there would stop it (the agent
+    // never replaces a root qdisc it did not make).
+    for (const [end, iface, from] of [[end1, link.iface1, from1], [end2, link.iface2, from2]] as const) {
+      const agentShaped = iface !== null && runsAgent(deviceByName(topology, end.node)!) && interfaceRole(topology, end.node, end.ifname) === 'uplink';
+      if (agentShaped && from.bandwidth > 0) notes.push(`${end.node}:${end.ifname}: bandwidth ${from.bandwidth} bit/s is shaped by the agent (its uplink rate), not by the harness`);
+      else push(tc, end.namespace, ...shapingLines(end.ifname, from));
+    }
     // Loss of what leaves one end is dropped on arrival at the other end.
     if (from1.loss > 0) push(drops, end2.namespace, { ifname: end2.ifname, loss: from1.loss });
     if (from2.loss > 0) push(drops, end1.namespace, { ifname: end1.ifname, loss: from2.loss });

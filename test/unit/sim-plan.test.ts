@@ -16,8 +16,8 @@ const dev = (id: number, name: string, type = 'prouter') => `<device id="${id}" 
 const direct = (options: string) =>
   xml(`<devices>${dev(1, 'a')}${dev(2, 'b')}</devices><links><link node1="1" node2="2"><iface1 id="0"/><iface2 id="0"/>${options}</link></links>`);
 /** Device `a` attached to switch `s`, with `options` on the link. */
-const onSwitch = (options: string, type = 'SWITCH') =>
-  xml(`<networks><network id="9" name="s" type="${type}"/></networks><devices>${dev(1, 'a')}</devices><links><link node1="1" node2="9"><iface1 id="0"/>${options}</link></links>`);
+const onSwitch = (options: string, type = 'SWITCH', deviceType = 'prouter') =>
+  xml(`<networks><network id="9" name="s" type="${type}"/></networks><devices>${dev(1, 'a', deviceType)}</devices><links><link node1="1" node2="9"><iface1 id="0"/>${options}</link></links>`);
 
 const batch = (list: SimPlan['ipBatches'], ns: string) => list.find((b) => b.namespace === ns)?.lines ?? [];
 const ruleset = (plan: SimPlan, ns: string) => plan.nftRulesets.find((r) => r.namespace === ns)?.ruleset ?? '';
@@ -160,11 +160,17 @@ describe('bandwidth: htb on the egress of both ends', () => {
     ]);
   });
   it('shapes the device interface and the bridge port of a device-network link', () => {
-    const plan = planRun(onSwitch('<options bandwidth="2000000"/>'), 't1');
+    const plan = planRun(onSwitch('<options bandwidth="2000000"/>', 'SWITCH', 'host'), 't1');
     expect(plan.tcBatches.map((b) => [b.namespace, b.lines[1]])).toEqual([
       ['t1-a', 'class replace dev eth0 parent 1: classid 1:1 htb rate 2000000bit ceil 2000000bit quantum 25000'],
       ['t1-s', 'class replace dev p1i0 parent 1: classid 1:1 htb rate 2000000bit ceil 2000000bit quantum 25000'],
     ]);
+  });
+  it("leaves an agent's uplink to the agent (it shapes to the link's bandwidth itself)", () => {
+    // A lone agent on the switch: its interface is an uplink, not a mesh interface.
+    const plan = planRun(onSwitch('<options bandwidth="2000000"/>'), 't1');
+    expect(plan.tcBatches.map((b) => b.namespace)).toEqual(['t1-s']);
+    expect(plan.notes.join('\n')).toMatch(/a:eth0: bandwidth 2000000 bit\/s is shaped by the agent/);
   });
   it('turns buffer into the queue limit', () => {
     const plan = planRun(direct('<options bandwidth="1000000" buffer="50"/>'), 't1');
