@@ -78,6 +78,7 @@ export class Agent {
   private trafficAgain = false;
   private lastTrafficKey = '';
   private control: ControlServer | undefined;
+  private metrics: { stop(): Promise<void> } | undefined;
   private timers: NodeJS.Timeout[] = [];
   private started = false;
   private stopping: Promise<void> | undefined;
@@ -146,6 +147,7 @@ export class Agent {
 
     this.control = new ControlServer(c.controlSocket, (cmd, args) => this.command(cmd, args), this.log);
     await this.control.start();
+    if (c.metrics.listen) await this.startMetrics(c.metrics.listen);
 
     this.pollInterfaces();
     this.every(TICK_MS, () => this.handle(this.core.tick(this.now())));
@@ -178,6 +180,7 @@ export class Agent {
     this.timers = [];
     await this.transport?.close();
     await this.control?.stop();
+    await this.metrics?.stop();
     if (!this.core) return; // start() failed before there was anything to undo
     this.saveReplay();
     if (this.traffic) {
@@ -453,6 +456,29 @@ export class Agent {
       default:
         throw new ScroogeError('EUNKNOWNCMD', `the agent does not know the command "${cmd}"`);
     }
+  }
+
+  /** Loaded only when configured: prom-client costs start-up time nobody else should pay. */
+  private async startMetrics(listen: { host: string; port: number }): Promise<void> {
+    const { buildRegistry, MetricsServer } = await import('./metrics.js');
+    const registry = buildRegistry({
+      counters: () => this.core.counters as never,
+      neighbors: () => this.core.neighborList(),
+      tunnels: async () =>
+        (await this.neighborRows(true)).flatMap((n) => (n.tunnel ? [{
+          neighbor: n.key, alias: n.alias, ifname: n.tunnel.ifname, rxBytes: n.tunnel.rxBytes, txBytes: n.tunnel.txBytes,
+          handshakeAgeSeconds: n.tunnel.latestHandshakeAgoMs === null ? null : n.tunnel.latestHandshakeAgoMs / 1000,
+        }] : [])),
+      classes: async () => {
+        const t = await this.trafficStatus();
+        if (!t.enabled) return [];
+        return t.trees!.flatMap((tree) => tree.classes.map((c) => ({ dev: tree.dev, classid: c.classid, neighbor: c.neighbor ?? (tree.kind === 'tunnel' && c.classid === '5c:20' ? (tree.neighbor ?? null) : null), alias: c.alias, rateBits: c.rate, bytes: c.bytes, packets: c.packets, drops: c.drops })));
+      },
+      untunneledDrops: async () => (this.traffic ? this.traffic.untunneledDrops().catch(() => null) : null),
+    });
+    const server = new MetricsServer(registry, listen, this.log);
+    await server.start();
+    this.metrics = server;
   }
 
   private async trafficStatus() {

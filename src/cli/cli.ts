@@ -70,7 +70,8 @@ export function reportError(err: unknown, command: Command | undefined, io: CliI
     return 2;
   }
   if (err instanceof ScroogeError) {
-    io.err(`scrooge: ${err.message}${err.hint ? `\n  ${err.hint}` : ''}\n`);
+    // One line: what went wrong, then what to do about it.
+    io.err(`scrooge: ${err.message}${err.hint ? ` (${err.hint})` : ''}\n`);
     return 1;
   }
   const e = err as Error;

@@ -77,7 +77,18 @@ const schema = z.object({
     removeOnStop: z.boolean().default(true),
   }).strict().default({ enabled: true, backend: 'auto', defaultRate: 1e9, removeOnStop: true }),
   neighbors: z.record(z.string(), neighborSettingsSchema).default({}),
-  metrics: z.object({ listen: z.string().optional() }).strict().default({}),
+  /** Prometheus endpoint, off unless set: "9585" (loopback), "127.0.0.1:9585", "[::1]:9585". */
+  metrics: z.object({
+    listen: z.string().transform((v, ctx) => {
+      const m = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|localhost)):)?([0-9]{1,5})$/.exec(v.trim());
+      const port = m ? Number(m[3]) : 0;
+      if (!m || port < 1 || port > 65535) {
+        ctx.addIssue({ code: 'custom', message: `not a listen address: ${JSON.stringify(v)} (write e.g. "9585" or "127.0.0.1:9585")` });
+        return z.NEVER;
+      }
+      return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
+    }).optional(),
+  }).strict().default({}),
   log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') }).strict().default({ level: 'info' }),
 }).strict();
 
@@ -108,8 +119,9 @@ export function parseConfig(json: unknown, baseDir: string): Config {
   const r = schema.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0]!;
-    const keys = issue.code === 'unrecognized_keys' ? ` (${issue.keys.map((k) => `"${k}"`).join(', ')})` : '';
-    throw new ConfigError(formatPath(issue.path), `${issue.message}${keys}`);
+    if (issue.code === 'unrecognized_keys')
+      throw new ConfigError(formatPath(issue.path), `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (a typo? README "Configuration" lists the fields)`);
+    throw new ConfigError(formatPath(issue.path), issue.message);
   }
   for (const key of Object.keys(r.data.neighbors)) {
     if (!fromBase64Strict(key, 32)) throw new ConfigError(`neighbors["${key}"]`, 'not a base64 ed25519 public key');
