@@ -177,6 +177,7 @@ export class Agent {
 
   private async doStop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    if (this.trafficTimer) clearTimeout(this.trafficTimer);
     this.timers = [];
     await this.transport?.close();
     await this.control?.stop();
@@ -391,8 +392,19 @@ export class Agent {
     return this.trafficRunning;
   }
 
+  /**
+   * Tunnel changes come in bursts (a node meeting 19 neighbors at once): one apply for the
+   * burst, 100 ms later, instead of an nft and a tc process per tunnel. Operator changes do not
+   * wait (the `set` command applies at once).
+   */
+  private trafficTimer: NodeJS.Timeout | undefined;
   private scheduleTraffic(): void {
-    void this.applyTraffic();
+    if (this.trafficTimer || !this.traffic) return;
+    this.trafficTimer = setTimeout(() => {
+      this.trafficTimer = undefined;
+      void this.applyTraffic();
+    }, 100);
+    this.trafficTimer.unref();
   }
 
   private saveTunnels(force: boolean): void {

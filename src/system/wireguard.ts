@@ -17,7 +17,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { promises as fs, constants as fsConstants, openSync, closeSync } from 'node:fs';
+import { promises as fs, constants as fsConstants, openSync, closeSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -314,17 +314,47 @@ class UserspaceBackend extends BaseBackend {
     } finally {
       closeSync(fd);
     }
+    // Wait for its control socket: one inotify watch on the directory for all daemons, with a
+    // slow poll as a safety net (hundreds of daemons polled every few ms would eat the CPU
+    // they need to start).
     const deadline = Date.now() + 5000;
     for (;;) {
+      if (await exists(socket)) return;
+      if (exited) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} ${exited} (see ${this.logFile})`);
+      if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within 5 s (see ${this.logFile})`);
+      await this.socketEvent(`${ifname}.sock`, 100);
+    }
+  }
+
+  private watcher: FSWatcher | undefined;
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  /** Resolves when `name` appears in the socket directory, or after `ms`. */
+  private socketEvent(name: string, ms: number): Promise<void> {
+    if (!this.watcher) {
       try {
-        await fs.access(socket);
-        return;
+        mkdirSync(USERSPACE_SOCKET_DIR, { recursive: true, mode: 0o755 });
+        this.watcher = watch(USERSPACE_SOCKET_DIR, (_event, file) => {
+          const ws = file ? this.waiters.get(file.toString()) : undefined;
+          if (ws) for (const w of ws) w();
+        });
+        this.watcher.unref();
       } catch {
-        if (exited) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} ${exited} (see ${this.logFile})`);
-        if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within 5 s (see ${this.logFile})`);
-        await new Promise((r) => setTimeout(r, 5));
+        // No inotify: the timeout below turns this into a poll.
       }
     }
+    return new Promise((resolve) => {
+      const set = this.waiters.get(name) ?? new Set<() => void>();
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (!set.size) this.waiters.delete(name);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+      this.waiters.set(name, set);
+    });
   }
 
   protected async configure(t: TunnelIntent): Promise<void> {
@@ -398,6 +428,15 @@ function uapi(path: string, request: string): Promise<string> {
       reject(err);
     });
   });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await fs.access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function onPath(command: string): Promise<boolean> {
