@@ -131,16 +131,22 @@ export class Agent {
     this.startedAt = this.now();
     this.log.info({ publicKey: this.core.ownKey, interfaces: c.interfaces.map((i) => i.name), epoch: epoch.toString() }, 'starting');
 
-    if (c.traffic.enabled) {
-      // Before anything is forwarded through tunnels, the filter is in place.
-      this.traffic = new TrafficControl({ run: this.deps.run, logger: this.deps.logger }, { backend: c.traffic.backend });
-      await this.traffic.start(c.uplinks.map((u) => u.interface));
-      await this.applyTraffic();
-    }
-    if (c.tunnels.enabled) {
-      this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log') });
-      await this.adoptTunnels();
-    }
+    // Both before the first hello: the filter, so nothing is forwarded untunneled; the
+    // tunnels of a previous run, so a neighbor's hello finds them adopted, not renegotiated.
+    await Promise.all([
+      c.traffic.enabled &&
+        (async () => {
+          this.traffic = new TrafficControl({ run: this.deps.run, logger: this.deps.logger }, { backend: c.traffic.backend });
+          await this.traffic.start(c.uplinks.map((u) => u.interface));
+          await this.applyTraffic();
+        })(),
+      c.tunnels.enabled &&
+        (async () => {
+          this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log') });
+          await this.adoptTunnels();
+        })(),
+    ]);
+    this.scheduleTraffic(); // adopted tunnels get their classes
 
     this.transport = await UdpTransport.open({ port: c.discovery.port, group: c.discovery.group, logger: this.deps.logger });
     this.transport.onDatagram((bytes, source) => this.handle(this.core.receive(bytes, source, this.now())));
