@@ -142,7 +142,7 @@ export class Agent {
         })(),
       c.tunnels.enabled &&
         (async () => {
-          this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log') });
+          this.backend = await detectBackend({ run: this.deps.run, logger: this.deps.logger }, { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log'), secretDir: join(c.stateDir, 'keys') });
           await this.adoptTunnels();
         })(),
     ]);

@@ -19,7 +19,6 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { promises as fs, constants as fsConstants, openSync, closeSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { createConnection } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
@@ -229,11 +228,13 @@ export function parseUapi(text: string): LiveTunnel | undefined {
 
 class KernelBackend extends BaseBackend {
   readonly kind = 'kernel' as const;
-  private secretDir: string | undefined;
+  /** Key files live for one `wg setconf` in the agent's state directory (0700), never in /tmp. */
+  constructor(run: Runner, log: Logger | undefined, private readonly secretDir: string) {
+    super(run, log);
+  }
 
   private async secrets(): Promise<string> {
-    this.secretDir ??= await fs.mkdtemp(join(tmpdir(), 'scrooge-wg-'));
-    await fs.chmod(this.secretDir, 0o700);
+    await fs.mkdir(this.secretDir, { recursive: true, mode: 0o700 });
     return this.secretDir;
   }
 
@@ -480,7 +481,7 @@ async function kernelMayHaveWireGuard(): Promise<boolean> {
  */
 export async function detectBackend(
   deps: { run: Runner; logger?: Logger },
-  opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string },
+  opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string },
 ): Promise<WireGuardBackend> {
   const log = deps.logger?.child({ component: 'wireguard' });
   const kernel = async () => {
@@ -504,7 +505,7 @@ export async function detectBackend(
   await wgTool();
   if (opts.prefer !== 'userspace' && (await kernel())) {
     log?.info({ backend: 'kernel' }, 'WireGuard backend: kernel module');
-    return new KernelBackend(deps.run, log);
+    return new KernelBackend(deps.run, log, opts.secretDir);
   }
   if (opts.prefer === 'kernel')
     throw new ScroogeError('ENOWG', 'tunnels.backend is "kernel" but this kernel cannot create WireGuard interfaces', 'load the wireguard module, or set tunnels.backend to "auto"');
