@@ -26,6 +26,25 @@ describe('discovery', () => {
     expect(b!.tunnelCount()).toBe(1);
   });
 
+  it('answers every hello until the tunnel works, then confirms only every half dead interval', () => {
+    const sim = new MeshSim(21);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(3000);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    const hellosBefore = b!.core.counters.sent.scrooge_hello;
+    const confirmsBefore = a!.core.counters.sent.scrooge_hello_confirm;
+    sim.run(20_000);
+    const hellos = b!.core.counters.sent.scrooge_hello - hellosBefore;
+    const confirms = a!.core.counters.sent.scrooge_hello_confirm - confirmsBefore;
+    expect(hellos).toBeGreaterThanOrEqual(16);
+    // 20 s / 1.75 s: about 11, never one per hello.
+    expect(confirms).toBeGreaterThanOrEqual(8);
+    expect(confirms).toBeLessThanOrEqual(13);
+    expect(a!.core.neighborList()[0]!.state).toBe('two-way');
+  });
+
   it('a chain: the ends see only the middle', () => {
     const sim = new MeshSim();
     const a = sim.addNode('a', [{ name: 'eth0', segment: 'ab', linkLocal: 'fe80::a' }]);
