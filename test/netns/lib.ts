@@ -3,18 +3,26 @@
  * unique id, cleanup always runs (even when a test fails), readiness is polled (never slept
  * for), and every step is logged with the namespace it runs in.
  *
- * There is no `ping` on these machines, so reachability is shown with UDP: a tiny node echo
- * server in the target namespace and a probe in the source namespace that retries a few times
- * and reports which addresses answered (same idea as ping: a request there and a reply back).
+ * Reachability is shown with real `ping` (iputils); a UDP echo server and probe remain for
+ * tests that want to see a datagram go there and back.
+ *
+ * Runs with agents: `upWithAgents` starts `scrooge run` in every agent node; `scrooge`, `ctlJson`,
+ * `agent` and `simWait` drive the CLI in-process, as a person would from a shell; `agentLog`
+ * reads an agent's pino log, whose timestamps say when things happened inside the agent.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/cli.js';
+import type { CliIO } from '../../src/cli/command.js';
 import { type UpResult, downRun, listNamespaces, upRun } from '../../src/sim/build.js';
+import { type SimRun, loadRun, logsDir } from '../../src/sim/run.js';
 import { createRunner } from '../../src/system/runner.js';
+import { running } from './proc.js';
+import { Station } from './station.js';
 
 export const SCENARIOS = fileURLToPath(new URL('../../core-scenarios/', import.meta.url));
 export const runner = createRunner();
@@ -43,6 +51,18 @@ export async function up(scenario: string, id = newRunId()): Promise<UpResult> {
   step(id, `sim up ${scenario}`);
   const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: false });
   step(id, `built ${result.run.namespaces.length} namespaces in ${result.ms} ms`);
+  return result;
+}
+
+/**
+ * `sim up` with agents: every agent node runs `scrooge run` (all started at the same moment);
+ * `overlay` is merged into every agent's config (`{"nodes": {"n1": {...}}}` for one node).
+ */
+export async function upWithAgents(scenario: string, overlay: Record<string, unknown> | null = null, id = newRunId()): Promise<UpResult> {
+  started.add(id);
+  step(id, `sim up ${scenario} with agents${overlay ? ` (overlay ${JSON.stringify(overlay)})` : ''}`);
+  const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: true, configOverlay: overlay });
+  step(id, `built ${result.run.namespaces.length} namespaces in ${result.ms} ms; agents answer ${Date.now() - result.run.agents.startedAtMs!} ms after their start`);
   return result;
 }
 
@@ -112,10 +132,15 @@ export interface Background {
   stop(): void;
 }
 
-/** Starts a long-running process in `ns` (killed by `stop`, by downAll, and by sim down). */
-export function background(ns: string, argv: string[]): Background {
+/**
+ * Starts a long-running process in `ns` (killed by `stop`, by downAll, and by sim down).
+ * `session: true` starts it in a session of its own, as the agent starts its wireguard-go
+ * daemons: with the kernel's autogroup scheduling (sched_autogroup_enabled), a session is a
+ * CPU scheduling group, and on a loaded machine that alone moves throughput by ~10 %.
+ */
+export function background(ns: string, argv: string[], opts: { session?: boolean } = {}): Background {
   step(ns, `background: ${argv.map((a) => (a.length > 40 ? '<script>' : a)).join(' ')}`);
-  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.session ?? false });
   children.add(child);
   const lines: string[] = [];
   let buffer = '';
@@ -174,10 +199,34 @@ s.bind(0, () => {
 });
 `;
 
-/** Which of `targets` answered a probe sent from `ns`. */
-export async function reach(ns: string, targets: string[]): Promise<Record<string, boolean>> {
+/** Which of `targets` answered a UDP probe sent from `ns` (needs `startEcho` there). */
+export async function reachUdp(ns: string, targets: string[]): Promise<Record<string, boolean>> {
   const out = await inNs(ns, ['node', '-e', PROBE, ...targets]);
   const result = JSON.parse(out) as Record<string, boolean>;
+  step(ns, `reachUdp: ${Object.entries(result).map(([t, ok]) => `${t} ${ok ? 'ok' : 'NO'}`).join(', ')}`);
+  return result;
+}
+
+/** `ping -c1 -W1 target` from `ns`: true if the target answered. */
+export async function ping(ns: string, target: string, count = 1): Promise<boolean> {
+  const r = await runner(['ping', '-c', String(count), '-i', '0.2', '-W', '1', target], { netns: ns, okExitCodes: [0, 1, 2], timeoutMs: 5000 + count * 1000 });
+  return r.exitCode === 0;
+}
+
+/**
+ * Which of `targets` answer a real ping from `ns` (all at once; a target gets three tries, so
+ * neighbor discovery right after `sim up` does not count as unreachable). Targets are IPv4,
+ * IPv6 or `fe80::...%dev`.
+ */
+export async function reach(ns: string, targets: string[]): Promise<Record<string, boolean>> {
+  step(ns, `ping ${targets.join(' ')}`);
+  const answers = await Promise.all(
+    targets.map(async (t) => {
+      for (let i = 0; i < 3; i++) if (await ping(ns, t)) return true;
+      return false;
+    }),
+  );
+  const result = Object.fromEntries(targets.map((t, i) => [t, answers[i]!]));
   step(ns, `reach: ${Object.entries(result).map(([t, ok]) => `${t} ${ok ? 'ok' : 'NO'}`).join(', ')}`);
   return result;
 }
@@ -189,4 +238,180 @@ export async function hostState(): Promise<{ namespaces: string[]; links: string
     .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '')
     .filter((n) => n !== '');
   return { namespaces: (await listNamespaces(runner)).sort(), links: links.sort() };
+}
+
+// ------------------------------------------------------------------ agents, through the CLI
+
+/** Runs the CLI in-process (as `scrooge ARGV...`) and captures what it prints. */
+export async function scrooge(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io: CliIO = { out: (t) => void (out += t), err: (t) => void (err += t) };
+  const code = await main(argv, io);
+  return { code, out, err };
+}
+
+/** `scrooge sim ctl ID NODE -- ARGS... --json`, parsed; throws with the CLI's error otherwise. */
+export async function ctlJson<T = unknown>(id: string, node: string, ...args: string[]): Promise<T> {
+  const r = await scrooge('sim', 'ctl', id, node, '--', ...args, '--json');
+  if (r.code !== 0) throw new Error(`scrooge sim ctl ${id} ${node} -- ${args.join(' ')}: exit ${r.code}: ${r.err.trim()}`);
+  return JSON.parse(r.out) as T;
+}
+
+/** `scrooge sim ctl ID NODE -- ARGS...` for commands that change something; logged. */
+export async function ctl(id: string, node: string, ...args: string[]): Promise<string> {
+  step(`${id}-${node}`, `scrooge ${args.join(' ')}`);
+  const r = await scrooge('sim', 'ctl', id, node, '--', ...args);
+  if (r.code !== 0) throw new Error(`scrooge sim ctl ${id} ${node} -- ${args.join(' ')}: exit ${r.code}: ${r.err.trim()}`);
+  return r.out;
+}
+
+/** `scrooge sim agent ID NODE start|stop|kill`. */
+export async function agent(id: string, node: string, action: 'start' | 'stop' | 'kill'): Promise<void> {
+  step(`${id}-${node}`, `sim agent ${action}`);
+  const r = await scrooge('sim', 'agent', id, node, action);
+  if (r.code !== 0) throw new Error(`scrooge sim agent ${id} ${node} ${action}: exit ${r.code}: ${r.err.trim()}`);
+}
+
+export interface WaitJson {
+  ok: boolean;
+  seconds: number;
+  sinceAgentsStarted: number | null;
+  pairs: { a: string; b: string; ok: boolean; missing?: string }[];
+}
+
+/** `scrooge sim wait ID --timeout S --json`; throws (naming what is missing) unless ok. */
+export async function simWait(id: string, timeoutSeconds = 20): Promise<WaitJson> {
+  const r = await scrooge('sim', 'wait', id, '--timeout', String(timeoutSeconds), '--json');
+  const w = JSON.parse(r.out) as WaitJson;
+  if (!w.ok) throw new Error(`sim wait ${id}: ${w.pairs.filter((p) => !p.ok).map((p) => `${p.a}-${p.b}: ${p.missing}`).join('; ')}`);
+  step(id, `sim wait: every pair handshaken after ${w.seconds} s (${w.sinceAgentsStarted} s since the agents started)`);
+  return w;
+}
+
+export function runInfo(id: string): Promise<SimRun> {
+  return loadRun(id);
+}
+
+// ------------------------------------------------------------------ what agents report
+
+export interface TunnelRow {
+  ifname: string;
+  state: string;
+  role: string;
+  listenPort: number;
+  peerEndpoint: string | null;
+  latestHandshakeAgoMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+}
+
+export interface NeighborRow {
+  key: string;
+  alias: string | null;
+  state: 'heard' | 'two-way' | 'quiet';
+  iface: string | null;
+  linkLocal: string | null;
+  control: string | null;
+  lastSeq: string | null;
+  lastHeardAgoMs: number;
+  priority: number;
+  cap: string | null;
+  tunnel: TunnelRow | null;
+}
+
+export interface StatusJson {
+  publicKey: string;
+  tunnelAddress: string;
+  pid: number;
+  neighbors: number;
+  tunnels: number;
+  counters: { sent: Record<string, number>; received: Record<string, number>; dropped: Record<string, number> };
+}
+
+export async function neighbors(id: string, node: string): Promise<NeighborRow[]> {
+  return (await ctlJson<{ neighbors: NeighborRow[] }>(id, node, 'neighbors')).neighbors;
+}
+
+export async function status(id: string, node: string): Promise<StatusJson> {
+  return ctlJson<StatusJson>(id, node, 'status');
+}
+
+/** `after - before` per drop reason, without the zeros. */
+export function dropDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    const d = (after[k] ?? 0) - (before[k] ?? 0);
+    if (d !== 0) out[k] = d;
+  }
+  return out;
+}
+
+export interface LogLine {
+  time: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** The agent's log (pino JSON lines), oldest first. */
+export function agentLog(id: string, node: string): LogLine[] {
+  const file = join(logsDir(id), `${node}.log`);
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** Events named `msg` in NODE's log, optionally about one neighbor, at or after `since` (unix ms). */
+export function events(id: string, node: string, msg: string, opts: { neighbor?: string; since?: number } = {}): LogLine[] {
+  return agentLog(id, node).filter(
+    (l) => l.msg === msg && (opts.neighbor === undefined || l['neighbor'] === opts.neighbor) && (opts.since === undefined || l.time >= opts.since),
+  );
+}
+
+// ------------------------------------------------------------------ kernel state
+
+/** Names of the WireGuard tunnel interfaces (`sc...`) in `ns`, from `ip -br link`, sorted. */
+export async function tunnelLinks(ns: string): Promise<string[]> {
+  const out = (await runner(['ip', '-n', ns, '-br', 'link', 'show'])).stdout;
+  return out
+    .split('\n')
+    .map((l) => l.split(/\s+/)[0]?.split('@')[0] ?? '')
+    .filter((n) => /^sc[0-9a-f]{13}$/.test(n))
+    .sort();
+}
+
+/** Live wireguard-go processes, with the interface each serves (from its command line). */
+export function wireguardGoProcesses(): { pid: number; ifname: string }[] {
+  const out: { pid: number; ifname: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    } catch {
+      continue;
+    }
+    if (!argv[0]?.endsWith('wireguard-go') || !running(pid)) continue;
+    out.push({ pid, ifname: argv[argv.length - 1]! });
+  }
+  return out;
+}
+
+/** Processes in the given namespaces (`ip netns pids`), running ones only. */
+export async function pidsInNamespaces(namespaces: string[]): Promise<number[]> {
+  const pids: number[] = [];
+  for (const ns of namespaces) {
+    const r = await runner(['ip', 'netns', 'pids', ns], { okExitCodes: [0, 1] });
+    pids.push(...r.stdout.split(/\s+/).filter((p) => /^\d+$/.test(p)).map(Number));
+  }
+  return pids.filter(running);
+}
+
+/** A station (station.ts) in `ns`, killed by downAll like every helper process. */
+export async function startStation(ns: string, iface = 'eth0'): Promise<Station> {
+  step(ns, `station on ${iface}: UDP 51819, joined ff02::114`);
+  return Station.start(ns, { iface, onSpawn: (child) => children.add(child), log: (l) => console.log(l) });
 }

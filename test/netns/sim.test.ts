@@ -22,6 +22,7 @@ import {
   linkLocal,
   newRunId,
   reach,
+  reachUdp,
   runner,
   startEcho,
   step,
@@ -252,12 +253,12 @@ describe.skipIf(!isRoot)('scrooge sim (netns, root)', () => {
     // Same addresses in both runs, but each run is its own world: n1 of run A cannot see n2 of
     // run B's echo server, n1 of run B can.
     await startEcho(b.run.nodes['n2']!);
-    expect(await reach(a.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': false });
-    expect(await reach(b.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': true });
+    expect(await reachUdp(a.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': false });
+    expect(await reachUdp(b.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': true });
     const list = JSON.parse((await cli('sim', 'list', '--json')).out) as Array<{ id: string; namespaces: string }>;
     expect(list.filter((r) => r.id === a.run.id || r.id === b.run.id).map((r) => r.namespaces)).toEqual(['2/2', '2/2']);
     await down(a.run.id);
-    expect(await reach(b.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': true });
+    expect(await reachUdp(b.run.nodes['n1']!, ['10.0.0.3'])).toEqual({ '10.0.0.3': true });
     await down(b.run.id);
   });
 

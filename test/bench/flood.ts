@@ -1,0 +1,332 @@
+/**
+ * Flood benchmark (issue 4, "Must show"): from M, the untrusted host on uplink.xml's mesh
+ * switch, 20,000 garbage and forged datagrams per second for 10 s at router R, while R's
+ * neighbor table is read every 200 ms: A and B must stay in it the whole time (and keep being
+ * heard). Prints R's drop counters by reason, what M sent, what R's kernel dropped before the
+ * agent saw it, and the CPU R's agent used during the flood.
+ *
+ *   node dist/bench/flood.js [--json] [--seconds 10] [--rate 20000]     (root; `npm run build`)
+ *
+ * It builds uplink.xml as its own sim run (id `fl<hex>`), waits for the tunnels, floods, and
+ * always removes the run. `flood()` is exported for the netns test, which runs a short version
+ * on a run of its own.
+ *
+ * The mix (a pool of distinct datagrams, sent round-robin): random bytes, valid-looking hellos
+ * cut short, oversized datagrams, hellos from random keys with a wrong signature, hellos
+ * claiming A's key with a wrong signature (and a seq high enough to reach the signature check),
+ * and replays of hellos A and B really sent (captured by M from the group before the flood).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { controlRequest } from '../../src/agent/control.js';
+import { agentTunnelStatus } from '../../src/sim/agents.js';
+import { downRun, upRun } from '../../src/sim/build.js';
+import { type SimRun, controlSocketPath, loadRun } from '../../src/sim/run.js';
+import { waitForTunnels } from '../../src/sim/wait.js';
+import { createRunner } from '../../src/system/runner.js';
+import { HELLO, decodeMessage, fromBase64Strict, MAX_DATAGRAM_BYTES } from '../../src/protocol/index.js';
+import { cutFields, hello, HIGH_SEQ, oversized, randomIdentity, truncate } from '../netns/forge.js';
+import { cpuSeconds } from '../netns/proc.js';
+import { Station } from '../netns/station.js';
+
+export interface FloodOptions {
+  seconds: number;
+  /** Datagrams per second. */
+  rate: number;
+  /** Node flooded (default R) and node flooding (default M, runs no agent). */
+  target?: string;
+  attacker?: string;
+  /** Neighbors that must stay in the target's table (default A and B). */
+  watch?: string[];
+  pollMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface FloodResult {
+  target: string;
+  attacker: string;
+  seconds: number;
+  rate: number;
+  pool: Record<string, number>;
+  sent: number;
+  sendErrors: number;
+  sentPerSecond: number;
+  /** Drops the target's agent counted during the flood, by reason (counters delta). */
+  drops: Record<string, number>;
+  dropsTotal: number;
+  /** Datagrams the target's kernel dropped before the agent read them (snmp6 delta). */
+  kernel: { udp6InDatagrams: number; udp6RcvbufErrors: number; udp6InErrors: number };
+  agentCpu: { seconds: number; percentOfOneCore: number };
+  neighbors: {
+    polls: number;
+    failedPolls: number;
+    /** True if every watched neighbor was in the table at every poll. */
+    stayed: boolean;
+    missing: { atMs: number; node: string }[];
+    maxLastHeardAgoMs: Record<string, number>;
+    states: Record<string, string[]>;
+  };
+}
+
+/** Runs in the attacker's namespace: sends the pool round-robin at `rate` for `seconds`. */
+const SENDER_JS = `
+const [file, rate, seconds, target, port] = process.argv.slice(1);
+const pool = require('node:fs').readFileSync(file, 'utf8').split('\\n').filter(Boolean).map((l) => Buffer.from(l, 'base64'));
+const s = require('node:dgram').createSocket({ type: 'udp6', ipv6Only: true });
+s.bind(0, () => {
+  s.setSendBufferSize(8 << 20);
+  const total = Math.round(Number(rate) * Number(seconds));
+  let sent = 0, errors = 0, done = 0, i = 0;
+  const start = performance.now();
+  const finish = () => console.log(JSON.stringify({ sent, errors, ms: performance.now() - start }));
+  const cb = (err) => { if (err) errors++; if (++done === total) { finish(); s.close(); } };
+  const tick = () => {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * Number(rate)));
+    while (sent < due) { sent++; s.send(pool[i++ % pool.length], Number(port), target, cb); }
+    if (sent < total) setTimeout(tick, 1);
+  };
+  tick();
+});
+`;
+
+async function snmp6(ns: string): Promise<Record<string, number>> {
+  const { stdout } = await createRunner()(['cat', '/proc/net/snmp6'], { netns: ns });
+  return Object.fromEntries(stdout.split('\n').filter(Boolean).map((l) => {
+    const [k, v] = l.trim().split(/\s+/);
+    return [k!, Number(v)];
+  }));
+}
+
+interface StatusAnswer {
+  pid: number;
+  interfaces: { name: string; linkLocal: string | null }[];
+  counters: { dropped: Record<string, number> };
+}
+interface NeighborsAnswer {
+  neighbors: { key: string; state: string; lastHeardAgoMs: number }[];
+}
+
+/** Builds the pool: `n` distinct datagrams of the mix. */
+function buildPool(n: number, aKey: Uint8Array, replays: Uint8Array[], attackerControl: { address: string; zone: string; port: number }) {
+  const counts: Record<string, number> = {
+    'random bytes': Math.round(n * 0.2),
+    truncated: Math.round(n * 0.15),
+    oversized: Math.round(n * 0.05),
+    'forged hello, random key': Math.round(n * 0.3),
+    "forged hello, A's key": Math.round(n * 0.15),
+    replay: 0,
+  };
+  counts['replay'] = n - Object.values(counts).reduce((a, b) => a + b, 0);
+  const pool: Uint8Array[] = [];
+  const impostor = randomIdentity();
+  const seq0 = BigInt(Math.floor(Date.now() / 1000)) << 32n;
+  for (let i = 0; i < counts['random bytes']!; i++) pool.push(new Uint8Array(randomBytes(1 + Math.floor(Math.random() * 600))));
+  for (let i = 0; i < counts['truncated']!; i++) {
+    const id = randomIdentity();
+    const whole = hello(id.publicKey, id, attackerControl, seq0 + BigInt(i));
+    pool.push(i % 2 ? cutFields(whole, 1 + (i % 4)) : truncate(whole, 20 + Math.floor(Math.random() * (whole.length - 21))));
+  }
+  for (let i = 0; i < counts['oversized']!; i++) pool.push(oversized(MAX_DATAGRAM_BYTES + 1 + Math.floor(Math.random() * 200)));
+  for (let i = 0; i < counts['forged hello, random key']!; i++) {
+    pool.push(hello(randomIdentity().publicKey, impostor, attackerControl, seq0 + BigInt(i)));
+  }
+  for (let i = 0; i < counts["forged hello, A's key"]!; i++) pool.push(hello(aKey, impostor, attackerControl, HIGH_SEQ - BigInt(i)));
+  for (let i = 0; i < counts['replay']!; i++) pool.push(replays[i % replays.length]!);
+  // Interleave the kinds, so every slice of the flood has the whole mix.
+  for (let i = pool.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [pool[i], pool[j]] = [pool[j]!, pool[i]!];
+  }
+  return { pool, counts };
+}
+
+/** Floods `opts.target` of a running uplink.xml run (agents up, tunnels handshaken). */
+export async function flood(run: SimRun, opts: FloodOptions): Promise<FloodResult> {
+  const target = opts.target ?? 'R';
+  const attacker = opts.attacker ?? 'M';
+  const watch = opts.watch ?? ['A', 'B'];
+  const pollMs = opts.pollMs ?? 200;
+  const log = opts.log ?? (() => undefined);
+  const keys = run.agents.keys ?? {};
+  const sock = controlSocketPath(run.id, target);
+  const targetStatus = (await controlRequest(sock, 'status')) as StatusAnswer;
+  const targetAddress = targetStatus.interfaces.find((i) => i.linkLocal)?.linkLocal;
+  if (!targetAddress) throw new Error(`${target} has no mesh interface with a link-local address`);
+  const iface = targetStatus.interfaces.find((i) => i.linkLocal)!.name;
+
+  // Real hellos from the watched neighbors, captured on the segment, to replay.
+  const station = await Station.start(run.nodes[attacker]!, { iface, log });
+  let replays: Uint8Array[];
+  let attackerAddress: string;
+  try {
+    const deadline = Date.now() + 10_000;
+    const senders = new Set(watch.map((n) => keys[n]));
+    for (;;) {
+      const got = new Map<string, Uint8Array[]>();
+      for (const c of station.captured) {
+        const d = decodeMessage(c.bytes);
+        if (d.ok && d.message.type === HELLO && senders.has(d.publicKeyText)) got.set(d.publicKeyText, [...(got.get(d.publicKeyText) ?? []), c.bytes]);
+      }
+      if (got.size === senders.size) {
+        replays = [...got.values()].flat();
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`${attacker} captured no hellos from ${watch.join(', ')} within 10 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const { stdout } = await createRunner()(['ip', '-j', '-6', 'address', 'show', 'dev', iface, 'scope', 'link'], { netns: run.nodes[attacker]! });
+    const info = JSON.parse(stdout) as Array<{ addr_info: Array<{ local?: string }> }>;
+    attackerAddress = info[0]?.addr_info.find((a) => a.local?.startsWith('fe80:'))?.local ?? 'fe80::1';
+  } finally {
+    station.stop();
+  }
+
+  const aKey = fromBase64Strict(keys[watch[0]!]!, 32)!;
+  const { pool, counts } = buildPool(10_000, aKey, replays, { address: attackerAddress, zone: iface, port: 51819 });
+  const dir = mkdtempSync(join(tmpdir(), 'scrooge-flood-'));
+  const poolFile = join(dir, 'pool.txt');
+  writeFileSync(poolFile, pool.map((b) => Buffer.from(b).toString('base64')).join('\n') + '\n', { mode: 0o600 });
+  log(`[${attacker}] pool of ${pool.length} datagrams: ${JSON.stringify(counts)}`);
+
+  const before = { status: (await controlRequest(sock, 'status')) as StatusAnswer, snmp: await snmp6(run.nodes[target]!), cpu: cpuSeconds(targetStatus.pid) };
+  const polls = { polls: 0, failed: 0, missing: [] as { atMs: number; node: string }[], maxAgo: {} as Record<string, number>, states: {} as Record<string, Set<string>> };
+  const started = performance.now();
+  let flooding = true;
+  const poller = (async () => {
+    while (flooding) {
+      const t = performance.now();
+      try {
+        const r = (await controlRequest(sock, 'neighbors', {}, 2000)) as NeighborsAnswer;
+        polls.polls++;
+        for (const name of watch) {
+          const row = r.neighbors.find((n) => n.key === keys[name]);
+          if (!row) polls.missing.push({ atMs: Math.round(t - started), node: name });
+          else {
+            polls.maxAgo[name] = Math.max(polls.maxAgo[name] ?? 0, row.lastHeardAgoMs);
+            (polls.states[name] ??= new Set()).add(row.state);
+          }
+        }
+      } catch {
+        polls.failed++;
+      }
+      const wait = pollMs - (performance.now() - t);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  })();
+
+  log(`[${attacker}] flooding ${targetAddress}%${iface} with ${opts.rate} datagrams/s for ${opts.seconds} s`);
+  const sender = await new Promise<{ sent: number; errors: number; ms: number }>((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', run.nodes[attacker]!, process.execPath, '-e', SENDER_JS, poolFile, String(opts.rate), String(opts.seconds), `${targetAddress}%${iface}`, '51819'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.seconds * 1000 + 30_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!) as { sent: number; errors: number; ms: number });
+      } catch {
+        reject(new Error(`flood sender exited ${code}: ${err.trim() || out.trim()}`));
+      }
+    });
+  }).finally(() => rmSync(dir, { recursive: true, force: true }));
+  const cpuAfter = cpuSeconds(targetStatus.pid);
+  const elapsed = (performance.now() - started) / 1000;
+  // One more poll after the last datagram: still there once the agent has worked through them.
+  await new Promise((r) => setTimeout(r, pollMs));
+  flooding = false;
+  await poller;
+  const after = { status: (await controlRequest(sock, 'status')) as StatusAnswer, snmp: await snmp6(run.nodes[target]!) };
+
+  const drops: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after.status.counters.dropped)) {
+    const d = v - (before.status.counters.dropped[k] ?? 0);
+    if (d) drops[k] = d;
+  }
+  const delta = (k: string) => (after.snmp[k] ?? 0) - (before.snmp[k] ?? 0);
+  const cpu = cpuAfter - before.cpu;
+  return {
+    target,
+    attacker,
+    seconds: opts.seconds,
+    rate: opts.rate,
+    pool: counts,
+    sent: sender.sent,
+    sendErrors: sender.errors,
+    sentPerSecond: Math.round(sender.sent / (sender.ms / 1000)),
+    drops,
+    dropsTotal: Object.values(drops).reduce((a, b) => a + b, 0),
+    kernel: { udp6InDatagrams: delta('Udp6InDatagrams'), udp6RcvbufErrors: delta('Udp6RcvbufErrors'), udp6InErrors: delta('Udp6InErrors') },
+    agentCpu: { seconds: Math.round(cpu * 100) / 100, percentOfOneCore: Math.round((cpu / elapsed) * 1000) / 10 },
+    neighbors: {
+      polls: polls.polls,
+      failedPolls: polls.failed,
+      stayed: polls.missing.length === 0 && polls.failed === 0 && polls.polls > 0,
+      missing: polls.missing,
+      maxLastHeardAgoMs: polls.maxAgo,
+      states: Object.fromEntries(Object.entries(polls.states).map(([k, v]) => [k, [...v].sort()])),
+    },
+  };
+}
+
+function printText(r: FloodResult, extra: { runId: string; convergedSeconds: number }): void {
+  const lines = [
+    `flood: ${r.attacker} -> ${r.target} on uplink.xml (run ${extra.runId}, tunnels up ${extra.convergedSeconds} s after the agents started)`,
+    `  sent:              ${r.sent} datagrams in ${r.seconds} s (${r.sentPerSecond}/s, target ${r.rate}/s), ${r.sendErrors} send errors`,
+    `  pool mix:          ${Object.entries(r.pool).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  ${r.target} dropped (agent): ${r.dropsTotal} total`,
+    ...Object.entries(r.drops).sort((a, b) => b[1] - a[1]).map(([k, v]) => `    ${k.padEnd(24)} ${v}`),
+    `  ${r.target} kernel (snmp6):  Udp6InDatagrams +${r.kernel.udp6InDatagrams}, Udp6RcvbufErrors +${r.kernel.udp6RcvbufErrors}, Udp6InErrors +${r.kernel.udp6InErrors}`,
+    `  ${r.target} agent CPU:       ${r.agentCpu.seconds} s (${r.agentCpu.percentOfOneCore} % of one core)`,
+    `  neighbors polled:  ${r.neighbors.polls} times every 200 ms, ${r.neighbors.failedPolls} failed; ` +
+      Object.entries(r.neighbors.maxLastHeardAgoMs).map(([k, v]) => `${k} last heard at most ${v} ms before a poll (states ${r.neighbors.states[k]?.join('/')})`).join(', '),
+    `  real neighbors stayed: ${r.neighbors.stayed ? 'YES' : `NO (${JSON.stringify(r.neighbors.missing.slice(0, 5))})`}`,
+  ];
+  console.log(lines.join('\n'));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { json: { type: 'boolean' }, seconds: { type: 'string', default: '10' }, rate: { type: 'string', default: '20000' } } });
+  const seconds = Number(values.seconds);
+  const rate = Number(values.rate);
+  if (!(seconds > 0) || !(rate > 0)) throw new Error('--seconds and --rate must be positive numbers');
+  const scenario = new URL('../../core-scenarios/uplink.xml', import.meta.url);
+  const id = 'fl' + randomBytes(4).toString('hex');
+  const log = values.json ? () => undefined : (l: string) => console.error(l);
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    log(`[${id}] sim up uplink.xml`);
+    await upRun({ scenarioPath: scenario.pathname, id, agents: true });
+    const run = await loadRun(id);
+    const wait = await waitForTunnels(run, 30_000, { status: agentTunnelStatus });
+    if (!wait.ok) throw new Error(`tunnels did not come up: ${wait.pairs.filter((p) => !p.ok).map((p) => p.missing).join('; ')}`);
+    if (interrupted) return;
+    const result = await flood(run, { seconds, rate, log });
+    if (values.json) console.log(JSON.stringify({ runId: id, convergedSeconds: wait.sinceAgentsStarted, ...result }, null, 2));
+    else printText(result, { runId: id, convergedSeconds: wait.sinceAgentsStarted ?? NaN });
+    process.exitCode = result.neighbors.stayed ? 0 : 1;
+  } finally {
+    await downRun(id);
+    log(`[${id}] sim down`);
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    console.error(`flood: ${(err as Error).message}`);
+    process.exitCode = 1;
+  });
+}
