@@ -30,7 +30,12 @@ import { StateDir, type StoredTunnel } from './state.js';
 const TICK_MS = 100;
 const INTERFACE_POLL_MS = 1000;
 const WATCH_POLL_MS = 200;
-const REPLAY_SAVE_MS = 30_000;
+/**
+ * How often the per-sender sequence marks are saved (when they changed; no fsync: the page
+ * cache survives the agent crashing). After a crash, only messages sent in the last two seconds
+ * before it could be replayed once (PROTOCOL.md §5).
+ */
+const REPLAY_SAVE_MS = 2000;
 
 export interface AgentDeps {
   run: Runner;

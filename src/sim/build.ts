@@ -342,6 +342,16 @@ export async function downRun(id: string, deps: SimDeps = {}): Promise<DownRepor
   // namespace named `ID-...` belongs to this run (run ids have no dash).
   const namespaces = (await listNamespaces(runner)).filter((n) => n.startsWith(`${id}-`));
 
+  // Agents first: stopped cleanly they remove their own tunnels, and with them the
+  // wireguard-go daemons, which otherwise all need SIGKILL at once on a big run.
+  const agentPids = await loadRun(id, env).then(
+    (run) => Object.values(run.agents.pids).map((a) => a.pid).filter(isAlive),
+    () => [] as number[],
+  );
+  if (agentPids.length > 0) {
+    signal(agentPids, 'SIGTERM');
+    await waitGone(agentPids, TERM_GRACE_MS + 1000);
+  }
   const pids = await pidsIn(runner, namespaces);
   let killed = 0;
   if (pids.length > 0) {
@@ -369,5 +379,5 @@ export async function downRun(id: string, deps: SimDeps = {}): Promise<DownRepor
   const dir = runDir(id, env);
   const removedDir = await exists(dir);
   await rm(dir, { recursive: true, force: true });
-  return { id, namespaces, terminated: pids.length - killed, killed, staleSockets, removedDir };
+  return { id, namespaces, terminated: agentPids.length + pids.length - killed, killed, staleSockets, removedDir };
 }

@@ -7,6 +7,7 @@
  *   logs/             agent logs (one file per node)
  *   nodes/<name>/     per device: agent key, config, state, control socket
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ScroogeError } from '../errors.js';
@@ -150,8 +151,14 @@ export function requireNode(run: SimRun, node: string): string {
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A zombie answers kill 0 but is gone: state Z in /proc/<pid>/stat (after the command name).
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }

@@ -31,6 +31,13 @@ export class UdpTransport {
       });
       socket.bind(opts.port, '::', () => resolve());
     });
+    // A flood must not crowd real hellos out of the socket buffer before we read them: ask for
+    // 1 MiB (the kernel caps it at net.core.rmem_max).
+    try {
+      socket.setRecvBufferSize(1 << 20);
+    } catch {
+      // keep the default
+    }
     // Our own multicast would come back to us; the core would drop it anyway, this saves work.
     socket.setMulticastLoopback(false);
     socket.setMulticastTTL(1);

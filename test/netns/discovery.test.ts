@@ -311,4 +311,26 @@ describe.skipIf(!isRoot)('discovery daemon (netns, root)', () => {
     await ctl(run.id, 'n1', 'cap', 'bob', 'none');
     expect(settings(await neighbors(run.id, 'n1'))).toEqual([{ ...want[0], cap: null }]);
   });
+
+  it('a receiver killed with -9 still rejects a replay of a hello from before its crash', async () => {
+    // Short tunnel timers: R forgets the stopped A within seconds.
+    const { run } = await upWithAgents('uplink.xml', { tunnels: { keepalive: '1s', deadAfter: '3s' } });
+    await simWait(run.id);
+    const keys = run.agents.keys!;
+    const m = await startStation(run.nodes['M']!);
+    const fromA = () => m.captured.filter((c) => {
+      const d = decodeMessage(c.bytes);
+      return d.ok && d.message.type === HELLO && d.publicKeyText === keys['A'];
+    });
+    await until('a hello from A', () => fromA().length > 0);
+    const replay = fromA().at(-1)!.bytes;
+    await agent(run.id, 'A', 'stop');
+    await until('R to forget A', async () => !(await neighbors(run.id, 'R')).some((r) => r.key === keys['A']), 30_000);
+    await agent(run.id, 'R', 'kill');
+    await agent(run.id, 'R', 'start');
+    const stale = (await status(run.id, 'R')).counters.dropped['stale-seq'] ?? 0;
+    await m.send('ff02::114%eth0', [replay]);
+    await until('R to count the replay as stale', async () => ((await status(run.id, 'R')).counters.dropped['stale-seq'] ?? 0) > stale, 3000);
+    expect((await neighbors(run.id, 'R')).some((r) => r.key === keys['A'])).toBe(false);
+  });
 });

@@ -30,7 +30,11 @@ export const isRoot = typeof process.getuid === 'function' && process.getuid() =
 
 // Runs of this test process live in a temporary base directory, not in /run/scrooge/sim.
 const ownBaseDir = process.env['SCROOGE_SIM_DIR'] ? undefined : mkdtempSync(join(tmpdir(), 'scrooge-sim-'));
-if (ownBaseDir) process.env['SCROOGE_SIM_DIR'] = ownBaseDir;
+if (ownBaseDir) {
+  process.env['SCROOGE_SIM_DIR'] = ownBaseDir;
+  // Also when a test file never calls cleanupAll (its runs are down by then; the folder is ours).
+  process.once('exit', () => rmSync(ownBaseDir, { recursive: true, force: true }));
+}
 
 /** `t` + 8 hex digits: unique per call, a valid run id (<= 10 chars, no dash). */
 export function newRunId(): string {
