@@ -292,12 +292,11 @@ export class Agent {
       // wireguard-go reports a link-local endpoint without its zone; the state file knows it.
       peer: cfg.peer?.endpoint ? { tunnelKey: cfg.peer.publicKey, endpoint: withZone(cfg.peer.endpoint, cfg.peer.endpoint.zone ?? rec.iface) } : undefined,
     })), now);
-    // What is live already matches what the core now wants: mark it applied without touching it.
-    for (const intent of this.core.desiredTunnels()) {
-      if (!adopt.some((a) => a.ifname === intent.ifname)) continue;
-      this.applied.set(intent.ifname, intent.generation);
-      this.handle(this.core.tunnelApplied(intent.ifname, intent.generation, now));
-    }
+    // What is live already matches what the core now wants: mark it all applied (before
+    // anything can start a reconcile), then tell the core.
+    const adopted = this.core.desiredTunnels().filter((intent) => adopt.some((a) => a.ifname === intent.ifname));
+    for (const intent of adopted) this.applied.set(intent.ifname, intent.generation);
+    for (const intent of adopted) this.handle(this.core.tunnelApplied(intent.ifname, intent.generation, now));
     if (adopt.length) this.log.info({ tunnels: adopt.map((a) => a.ifname) }, 'adopted tunnels from the previous run');
   }
 

@@ -108,12 +108,22 @@ function spawnAgent(run: SimRun, node: string, entry = scroogeEntry()): number {
   }
 }
 
-/** Ready when every control socket answers; an agent that dies first is reported with its log. */
+/** The agent with this pid answers on its control socket (not merely: something accepts). */
+async function answersAs(socket: string, pid: number): Promise<boolean> {
+  if (!(await socketAnswers(socket))) return false;
+  try {
+    return ((await controlRequest(socket, 'status', {}, 2000)) as { pid?: number }).pid === pid;
+  } catch {
+    return false;
+  }
+}
+
+/** Ready when every agent answers as itself; an agent that dies first is reported with its log. */
 async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pid: number }>): Promise<void> {
   const deadline = Date.now() + 20_000;
   const pending = new Set(nodes);
   while (pending.size) {
-    for (const name of [...pending]) if (await socketAnswers(controlSocketPath(run.id, name))) pending.delete(name);
+    for (const name of [...pending]) if (await answersAs(controlSocketPath(run.id, name), pids[name]!.pid)) pending.delete(name);
     if (!pending.size) break;
     for (const name of pending) {
       if (!isAlive(pids[name]!.pid)) throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);

@@ -126,9 +126,12 @@ abstract class BaseBackend implements WireGuardBackend {
   /** Writes the whole configuration of one tunnel (replacing its peer). */
   protected abstract configure(t: TunnelIntent): Promise<void>;
 
-  async apply(intents: readonly TunnelIntent[], existing: ReadonlySet<string>): Promise<ApplyOutcome[]> {
+  async apply(intents: readonly TunnelIntent[], known: ReadonlySet<string>): Promise<ApplyOutcome[]> {
     const failed = new Map<string, { error: string; portBusy: boolean }>();
     const missing: TunnelIntent[] = [];
+    // An interface that exists is reconfigured, never created twice (and its own port is not
+    // "in use" by someone else), whatever the caller believed.
+    const existing = new Set([...known, ...(await this.listTunnels())]);
     await Promise.all(intents.map(async (t) => {
       if (existing.has(t.ifname)) return;
       if (!(await udpPortFree(t.listenPort))) failed.set(t.ifname, { error: `UDP port ${t.listenPort} is in use`, portBusy: true });
