@@ -29,7 +29,9 @@ import { StateDir, type StoredTunnel } from './state.js';
 
 const TICK_MS = 100;
 const INTERFACE_POLL_MS = 1000;
-const WATCH_POLL_MS = 200;
+const WATCH_POLL_MS = 100;
+/** Tunnel changes come in bursts; traffic control is applied once per burst. */
+const TRAFFIC_DEBOUNCE_MS = 100;
 /**
  * How often the per-sender sequence marks are saved (when they changed; no fsync: the page
  * cache survives the agent crashing). After a crash, only messages sent in the last two seconds
@@ -90,6 +92,9 @@ export class Agent {
   private startedAt = 0;
   /** ifname -> generation the kernel has. */
   private readonly applied = new Map<string, number>();
+  /** Interfaces created ahead of their tunnel (prepareTunnel), not configured yet. */
+  private readonly prepared = new Set<string>();
+  private readonly inflightApply = new Set<string>();
   private reconciling = false;
   private reconcileAgain = false;
   private lastTunnelsSaved = '';
@@ -204,6 +209,7 @@ export class Agent {
     }
     if (this.backend) {
       while (this.reconciling) await new Promise((r) => setTimeout(r, 10));
+      if (this.prepared.size) await this.backend.remove([...this.prepared]).catch(() => {});
       if (this.config.tunnels.removeOnStop) {
         const names = [...this.applied.keys()];
         await this.backend.remove(names).catch((err) => this.log.error({ err: (err as Error).message }, 'removing tunnels failed'));
@@ -223,7 +229,11 @@ export class Agent {
   private handle(actions: Action[]): void {
     for (const a of actions) {
       if (a.kind === 'send') this.transport?.send(a.iface, a.to, a.bytes);
-      else this.logEvent(a);
+      else {
+        this.logEvent(a);
+        if (a.event === 'neighbor-added') this.prepareTunnel(a.neighbor);
+        else if (a.event === 'neighbor-removed') this.unprepareTunnel(a.neighbor);
+      }
     }
     // Cheap when nothing changed (a map comparison); keeps the kernel in step with the core.
     this.scheduleReconcile();
@@ -265,6 +275,31 @@ export class Agent {
   }
 
   // ------------------------------------------------------------------ tunnels
+
+  /**
+   * A new neighbor will almost surely get a tunnel: start its interface now (for wireguard-go,
+   * a process start), while hello_confirm and the offer are still on the wire. Undone if the
+   * neighbor goes before a tunnel is configured.
+   */
+  private prepareTunnel(neighbor: string): void {
+    const key = fromBase64Strict(neighbor, 32);
+    if (!this.backend || !key || this.stopping) return;
+    const ifname = tunnelInterfaceName(this.identity.publicKey, key);
+    if (this.applied.has(ifname) || this.prepared.has(ifname)) return;
+    this.prepared.add(ifname);
+    this.backend.prepare(ifname).catch((err) => {
+      this.prepared.delete(ifname);
+      this.log.debug({ ifname, err: (err as Error).message }, 'preparing a tunnel interface failed (it is created when needed)');
+    });
+  }
+
+  private unprepareTunnel(neighbor: string): void {
+    const key = fromBase64Strict(neighbor, 32);
+    if (!this.backend || !key) return;
+    const ifname = tunnelInterfaceName(this.identity.publicKey, key);
+    if (!this.prepared.delete(ifname) || this.applied.has(ifname) || this.inflightApply.has(ifname)) return;
+    void this.backend.remove([ifname]).catch(() => {});
+  }
 
   /** Tunnels left by a previous run: adopt the ones the state file vouches for, remove the rest. */
   private async adoptTunnels(): Promise<void> {
@@ -327,10 +362,12 @@ export class Agent {
     try {
       if (todo.length) {
         const started = performance.now();
-        const outcomes = await backend.apply(todo, new Set(this.applied.keys()));
+        for (const t of todo) this.inflightApply.add(t.ifname);
+        const outcomes = await backend.apply(todo, new Set(this.applied.keys())).finally(() => this.inflightApply.clear());
         const now = this.now();
         for (const o of outcomes) {
           if (o.ok) {
+            this.prepared.delete(o.ifname);
             this.applied.set(o.ifname, o.generation);
             this.handle(this.core.tunnelApplied(o.ifname, o.generation, now));
           } else {
@@ -413,7 +450,7 @@ export class Agent {
     this.trafficTimer = setTimeout(() => {
       this.trafficTimer = undefined;
       void this.applyTraffic();
-    }, 100);
+    }, TRAFFIC_DEBOUNCE_MS);
     this.trafficTimer.unref();
   }
 

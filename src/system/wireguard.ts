@@ -45,6 +45,11 @@ export interface WireGuardBackend {
   listTunnels(): Promise<string[]>;
   /** Creates missing interfaces and configures all given ones. Never throws for one tunnel. */
   apply(intents: readonly TunnelIntent[], existing: ReadonlySet<string>): Promise<ApplyOutcome[]>;
+  /**
+   * Creates the interface for a tunnel that is probably coming (a neighbor was just heard), so
+   * the slow part is done while the negotiation runs. Unconfigured; apply() finishes it.
+   */
+  prepare(ifname: string): Promise<void>;
   remove(ifnames: readonly string[]): Promise<void>;
   read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>>;
 }
@@ -123,6 +128,11 @@ abstract class BaseBackend implements WireGuardBackend {
   /** Creates the interfaces in `missing`; returns an error per interface that failed. */
   protected abstract create(missing: readonly TunnelIntent[]): Promise<Map<string, string>>;
 
+  abstract prepare(ifname: string): Promise<void>;
+
+  /** Resolves once the interface can be configured (a prepared daemon may still be starting). */
+  protected async ready(_ifname: string): Promise<void> {}
+
   /** Writes the whole configuration of one tunnel (replacing its peer). */
   protected abstract configure(t: TunnelIntent): Promise<void>;
 
@@ -133,14 +143,15 @@ abstract class BaseBackend implements WireGuardBackend {
     // "in use" by someone else), whatever the caller believed.
     const existing = new Set([...known, ...(await this.listTunnels())]);
     await Promise.all(intents.map(async (t) => {
-      if (existing.has(t.ifname)) return;
+      if (known.has(t.ifname)) return; // ours and configured: its port is its own
       if (!(await udpPortFree(t.listenPort))) failed.set(t.ifname, { error: `UDP port ${t.listenPort} is in use`, portBusy: true });
-      else missing.push(t);
+      else if (!existing.has(t.ifname)) missing.push(t); // else prepared: only configuring is left
     }));
     for (const [ifname, error] of await this.create(missing)) failed.set(ifname, { error, portBusy: false });
     const ready = intents.filter((t) => !failed.has(t.ifname));
     await mapLimit(ready, 8, async (t) => {
       try {
+        await this.ready(t.ifname);
         await this.configure(t);
       } catch (err) {
         failed.set(t.ifname, { error: (err as Error).message, portBusy: /in use/.test((err as Error).message) });
@@ -231,6 +242,9 @@ export function parseUapi(text: string): LiveTunnel | undefined {
 
 class KernelBackend extends BaseBackend {
   readonly kind = 'kernel' as const;
+
+  /** Creating a kernel interface is cheap: nothing to prepare. */
+  override async prepare(_ifname: string): Promise<void> {}
   /** Key files live for one `wg setconf` in the agent's state directory (0700), never in /tmp. */
   constructor(run: Runner, log: Logger | undefined, private readonly secretDir: string) {
     super(run, log);
@@ -285,11 +299,31 @@ class UserspaceBackend extends BaseBackend {
     super(run, log);
   }
 
+  /** Daemons being started, so prepare() and create() never start two for one interface. */
+  private readonly starting = new Map<string, Promise<void>>();
+
+  override prepare(ifname: string): Promise<void> {
+    return this.daemon(ifname);
+  }
+
+  protected override async ready(ifname: string): Promise<void> {
+    await this.starting.get(ifname);
+  }
+
+  private daemon(ifname: string): Promise<void> {
+    let p = this.starting.get(ifname);
+    if (!p) {
+      p = this.startDaemon(ifname).finally(() => this.starting.delete(ifname));
+      this.starting.set(ifname, p);
+    }
+    return p;
+  }
+
   protected async create(missing: readonly TunnelIntent[]): Promise<Map<string, string>> {
     const failed = new Map<string, string>();
     await Promise.all(missing.map(async (t) => {
       try {
-        await this.startDaemon(t.ifname);
+        await this.daemon(t.ifname);
       } catch (err) {
         failed.set(t.ifname, (err as Error).message);
       }
