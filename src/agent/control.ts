@@ -48,12 +48,15 @@ export class ControlServer {
       conn.on('end', () => {
         if (!buf.includes('\n')) conn.end();
       });
-      conn.on('data', (chunk: string) => {
+      const onData = (chunk: string) => {
         buf += chunk;
         if (buf.length > MAX_REQUEST_BYTES) conn.destroy();
         const nl = buf.indexOf('\n');
-        if (nl >= 0) void this.answer(buf.slice(0, nl), (text) => conn.end(text + '\n'));
-      });
+        if (nl < 0) return;
+        conn.off('data', onData); // one request per connection: anything after it is ignored
+        void this.answer(buf.slice(0, nl), (text) => conn.end(text + '\n'));
+      };
+      conn.on('data', onData);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
@@ -107,24 +110,32 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
   return new Promise((resolve, reject) => {
     const s = createConnection({ path });
     let buf = '';
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fn();
+    };
     s.setEncoding('utf8');
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new ScroogeError('ETIMEDOUT', `the scrooge agent on ${path} did not answer within ${timeoutMs / 1000} s`));
+      settle(() => reject(new ScroogeError('ETIMEDOUT', `the scrooge agent on ${path} did not answer within ${timeoutMs / 1000} s`)));
     }, timeoutMs);
     s.on('connect', () => s.write(JSON.stringify({ cmd, args }) + '\n'));
     s.on('data', (d: string) => { buf += d; });
-    s.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+    s.on('error', (err: NodeJS.ErrnoException) => settle(() => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
         reject(new ScroogeError('ENOTRUNNING', `the scrooge agent is not running (nothing answers on ${path})`, 'start it with `scrooge run --config FILE`, or point --socket at its control socket'));
       else if (err.code === 'EACCES')
         reject(new ScroogeError('EACCES', `no permission to use ${path}`, 'run the command as the user that runs the agent (usually root)'));
       else reject(new ScroogeError('ECONTROL', `control socket ${path}: ${err.message}`));
-    });
-    s.on('close', () => {
-      clearTimeout(timer);
-      if (!buf) return; // error path already rejected
+    }));
+    s.on('close', () => settle(() => {
+      if (!buf) {
+        reject(new ScroogeError('ECONTROL', `the agent on ${path} closed the connection without answering`, 'is it stopping? see its log'));
+        return;
+      }
       let answer: { ok: boolean; result?: unknown; error?: { code: string; message: string; hint?: string } };
       try {
         answer = JSON.parse(buf) as typeof answer;
@@ -134,6 +145,6 @@ export function controlRequest(path: string, cmd: string, args: Record<string, u
       }
       if (answer.ok) resolve(answer.result);
       else reject(new ScroogeError(answer.error?.code ?? 'EAGENT', answer.error?.message ?? 'the agent refused', answer.error?.hint));
-    });
+    }));
   });
 }

@@ -42,7 +42,7 @@ const REPLAY_SAVE_MS = 2000;
 export interface AgentDeps {
   run: Runner;
   logger: Logger;
-  /** Wall clock (ms). Injected so tests could drive it; the daemon uses Date.now. */
+  /** Monotonic clock (ms) for the core's timers; performance.now unless a test drives it. */
   now?: () => number;
 }
 
@@ -92,10 +92,13 @@ export class Agent {
   private startedAt = 0;
   /** ifname -> generation the kernel has. */
   private readonly applied = new Map<string, number>();
-  /** Interfaces created ahead of their tunnel (prepareTunnel), not configured yet. */
-  private readonly prepared = new Set<string>();
+  /** Interfaces created ahead of their tunnel (prepareTunnel), not configured yet: their start. */
+  private readonly prepared = new Map<string, Promise<void>>();
   private readonly inflightApply = new Set<string>();
+  private readonly inflightRemove = new Set<string>();
   private reconciling = false;
+  /** A tunnel whose setup failed waits until `at` before it is tried again. */
+  private readonly retryAt = new Map<string, { at: number; delay: number }>();
   private reconcileAgain = false;
   private lastTunnelsSaved = '';
   private lastReplaySaved = '';
@@ -103,7 +106,7 @@ export class Agent {
 
   constructor(private readonly config: Config, private readonly deps: AgentDeps) {
     this.log = deps.logger.child({ component: 'agent' });
-    this.now = deps.now ?? Date.now;
+    this.now = deps.now ?? (() => performance.now());
   }
 
   async start(): Promise<void> {
@@ -122,7 +125,7 @@ export class Agent {
     this.state = new StateDir(c.stateDir);
     this.state.ensure();
     // The epoch must be durable before the first message (PROTOCOL.md §5).
-    const epoch = nextEpoch(this.state.readEpoch(), this.now() / 1000);
+    const epoch = nextEpoch(this.state.readEpoch(), Date.now() / 1000);
     this.state.writeEpoch(epoch);
     const replay = ReplayMemory.fromJSON(this.state.readReplay());
     this.replay = replay;
@@ -147,7 +150,7 @@ export class Agent {
       c.traffic.enabled &&
         (async () => {
           this.traffic = new TrafficControl({ run: this.deps.run, logger: this.deps.logger }, { backend: c.traffic.backend });
-          await this.traffic.start(c.uplinks.map((u) => u.interface));
+          await this.traffic.start();
           await this.applyTraffic();
         })(),
       c.tunnels.enabled &&
@@ -159,7 +162,14 @@ export class Agent {
     this.scheduleTraffic(); // adopted tunnels get their classes
 
     this.transport = await UdpTransport.open({ port: c.discovery.port, group: c.discovery.group, logger: this.deps.logger });
-    this.transport.onDatagram((bytes, source) => this.handle(this.core.receive(bytes, source, this.now())));
+    this.transport.onDatagram((bytes, source) => {
+      try {
+        this.handle(this.core.receive(bytes, source, this.now()));
+      } catch (err) {
+        // Untrusted bytes never throw by design; if a bug does, one datagram is lost, not the agent.
+        this.log.error({ err, from: `${source.address}%${source.iface ?? ''}` }, 'handling a datagram failed (a bug): dropped');
+      }
+    });
 
     this.control = new ControlServer(c.controlSocket, (cmd, args) => this.command(cmd, args), this.log);
     await this.control.start();
@@ -209,7 +219,10 @@ export class Agent {
     }
     if (this.backend) {
       while (this.reconciling) await new Promise((r) => setTimeout(r, 10));
-      if (this.prepared.size) await this.backend.remove([...this.prepared]).catch(() => {});
+      if (this.prepared.size) {
+        await Promise.allSettled(this.prepared.values());
+        await this.backend.remove([...this.prepared.keys()]).catch(() => {});
+      }
       if (this.config.tunnels.removeOnStop) {
         const names = [...this.applied.keys()];
         await this.backend.remove(names).catch((err) => this.log.error({ err: (err as Error).message }, 'removing tunnels failed'));
@@ -231,7 +244,8 @@ export class Agent {
       if (a.kind === 'send') this.transport?.send(a.iface, a.to, a.bytes);
       else {
         this.logEvent(a);
-        if (a.event === 'neighbor-added') this.prepareTunnel(a.neighbor);
+        // Only once the link is known to work both ways: a stranger's bare hello costs no process.
+        if (a.event === 'neighbor-two-way') this.prepareTunnel(a.neighbor);
         else if (a.event === 'neighbor-removed') this.unprepareTunnel(a.neighbor);
       }
     }
@@ -272,33 +286,52 @@ export class Agent {
     }
     this.transport?.setInterfaces(present.filter((p) => p.linkLocal).map((p) => p.name));
     this.handle(this.core.setInterfaces(present, this.now()));
+    void this.checkTunnelsExist();
+  }
+
+  /** A tunnel interface that vanished (deleted by hand, its wireguard-go killed) is rebuilt. */
+  private async checkTunnelsExist(): Promise<void> {
+    if (!this.backend || !this.applied.size) return;
+    const live = new Set(await this.backend.listTunnels().catch(() => [...this.applied.keys()]));
+    for (const ifname of [...this.applied.keys()]) {
+      // Interfaces being set up or taken down right now are not missing.
+      if (live.has(ifname) || this.inflightApply.has(ifname) || this.inflightRemove.has(ifname)) continue;
+      this.log.warn({ ifname }, 'tunnel interface vanished; rebuilding it');
+      this.applied.delete(ifname);
+      this.lastTrafficKey = ''; // its tree went with it: traffic control must look again
+    }
+    this.scheduleReconcile();
   }
 
   // ------------------------------------------------------------------ tunnels
 
   /**
-   * A new neighbor will almost surely get a tunnel: start its interface now (for wireguard-go,
-   * a process start), while hello_confirm and the offer are still on the wire. Undone if the
-   * neighbor goes before a tunnel is configured.
+   * A neighbor that just proved the link two-way will get a tunnel: start its interface now (for
+   * wireguard-go, a process start) while the offer and its confirm are on the wire. Undone if
+   * the neighbor goes before a tunnel is configured.
    */
   private prepareTunnel(neighbor: string): void {
     const key = fromBase64Strict(neighbor, 32);
     if (!this.backend || !key || this.stopping) return;
     const ifname = tunnelInterfaceName(this.identity.publicKey, key);
     if (this.applied.has(ifname) || this.prepared.has(ifname)) return;
-    this.prepared.add(ifname);
-    this.backend.prepare(ifname).catch((err) => {
-      this.prepared.delete(ifname);
-      this.log.debug({ ifname, err: (err as Error).message }, 'preparing a tunnel interface failed (it is created when needed)');
-    });
+    this.prepared.set(
+      ifname,
+      this.backend.prepare(ifname).catch((err) => {
+        this.prepared.delete(ifname);
+        this.log.debug({ ifname, err: (err as Error).message }, 'preparing a tunnel interface failed (it is created when needed)');
+      }),
+    );
   }
 
   private unprepareTunnel(neighbor: string): void {
     const key = fromBase64Strict(neighbor, 32);
     if (!this.backend || !key) return;
     const ifname = tunnelInterfaceName(this.identity.publicKey, key);
-    if (!this.prepared.delete(ifname) || this.applied.has(ifname) || this.inflightApply.has(ifname)) return;
-    void this.backend.remove([ifname]).catch(() => {});
+    const starting = this.prepared.get(ifname);
+    if (!starting || !this.prepared.delete(ifname) || this.applied.has(ifname) || this.inflightApply.has(ifname)) return;
+    // Only once its daemon is up: removing a link that does not exist yet would leave it behind.
+    void starting.then(() => this.backend!.remove([ifname])).catch(() => {});
   }
 
   /** Tunnels left by a previous run: adopt the ones the state file vouches for, remove the rest. */
@@ -355,7 +388,8 @@ export class Agent {
   private async reconcile(): Promise<void> {
     const backend = this.backend!;
     const desired = this.core.desiredTunnels();
-    const todo = desired.filter((d) => this.applied.get(d.ifname) !== d.generation);
+    const now = this.now();
+    const todo = desired.filter((d) => this.applied.get(d.ifname) !== d.generation && (this.retryAt.get(d.ifname)?.at ?? 0) <= now);
     const wanted = new Set(desired.map((d) => d.ifname));
     const gone = [...this.applied.keys()].filter((n) => !wanted.has(n));
     if (!todo.length && !gone.length) return;
@@ -368,10 +402,14 @@ export class Agent {
         for (const o of outcomes) {
           if (o.ok) {
             this.prepared.delete(o.ifname);
+            this.retryAt.delete(o.ifname);
             this.applied.set(o.ifname, o.generation);
             this.handle(this.core.tunnelApplied(o.ifname, o.generation, now));
           } else {
-            this.log.warn({ ifname: o.ifname, err: o.error }, 'tunnel setup failed; will retry');
+            // Back off (1 s, doubling to 30 s): a persistent failure must not spawn a process a tick.
+            const delay = Math.min(30_000, (this.retryAt.get(o.ifname)?.delay ?? 500) * 2);
+            this.retryAt.set(o.ifname, { at: now + delay, delay });
+            this.log.warn({ ifname: o.ifname, err: o.error, retryInMs: delay }, 'tunnel setup failed; will retry');
             this.handle(this.core.tunnelFailed(o.ifname, o.generation, { portBusy: o.portBusy }, now));
           }
         }
@@ -379,7 +417,8 @@ export class Agent {
         this.log.debug({ tunnels: todo.length, ms: Math.round(performance.now() - started), cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'applied tunnels');
       }
       if (gone.length) {
-        await backend.remove(gone);
+        for (const n of gone) this.inflightRemove.add(n);
+        await backend.remove(gone).finally(() => this.inflightRemove.clear());
         for (const n of gone) this.applied.delete(n);
       }
     } catch (err) {
@@ -484,7 +523,13 @@ export class Agent {
     try {
       const live = await this.backend.read(names);
       const now = this.now();
-      for (const [ifname, t] of live) if (t.peer) this.handle(this.core.tunnelObserved(ifname, t.peer.stats, now));
+      const wall = Date.now();
+      for (const [ifname, t] of live) {
+        if (!t.peer) continue;
+        const { latestHandshakeMs, rxBytes, txBytes } = t.peer.stats;
+        const handshakeAgoMs = latestHandshakeMs > 0 ? Math.max(0, wall - latestHandshakeMs) : undefined;
+        this.handle(this.core.tunnelObserved(ifname, { handshakeAgoMs, rxBytes, txBytes, peerKey: t.peer.publicKey }, now));
+      }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'reading tunnel stats failed');
     } finally {
@@ -589,7 +634,8 @@ export class Agent {
       const s = this.settings.neighbor(n.key);
       const t = n.tunnel;
       const stats = t ? live.get(t.ifname)?.peer?.stats : undefined;
-      const handshake = stats && stats.latestHandshakeMs > 0 ? stats.latestHandshakeMs : t?.handshakeAt;
+      // WireGuard's times are wall-clock; the core's are monotonic: both become ages.
+      const handshakeAgo = stats && stats.latestHandshakeMs > 0 ? Math.max(0, Date.now() - stats.latestHandshakeMs) : t?.handshakeAt === undefined ? undefined : now - t.handshakeAt;
       return {
         key: n.key,
         alias: s.alias ?? null,
@@ -606,11 +652,11 @@ export class Agent {
         tunnel: t
           ? {
               ifname: t.ifname,
-              state: !t.applied ? 'configuring' : t.phase === 'up' ? (handshake ? 'up' : 'handshaking') : t.phase,
+              state: !t.applied ? 'configuring' : t.phase === 'up' ? (handshakeAgo !== undefined ? 'up' : 'handshaking') : t.phase,
               role: t.role,
               listenPort: t.listenPort,
               peerEndpoint: t.peerEndpoint ? formatEndpoint(t.peerEndpoint) : null,
-              latestHandshakeAgoMs: handshake === undefined ? null : Math.max(0, now - handshake),
+              latestHandshakeAgoMs: handshakeAgo === undefined ? null : Math.round(handshakeAgo),
               rxBytes: stats?.rxBytes ?? 0,
               txBytes: stats?.txBytes ?? 0,
             }

@@ -75,6 +75,15 @@ export class StateDir {
       closeSync(fd);
     }
     renameSync(tmp, path);
+    if (durable) {
+      // The rename itself is only durable once the directory is on disk too.
+      const dir = openSync(this.dir, 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
   }
 
   readEpoch(): bigint | undefined {

@@ -28,7 +28,8 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
   return bits;
 });
 
-const ifaceName = z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'not an interface name (1-15 letters, digits, _ . @ -)');
+// The same characters a zone may have on the wire (PROTOCOL.md §2): no '@', '%' or ':'.
+const ifaceName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'not an interface name (1-15 letters, digits, _ . -)');
 const port = z.number().int().min(1).max(65535);
 export const ALIAS = /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/;
 

@@ -17,6 +17,7 @@ import {
 } from '../protocol/messages.js';
 import type { SequenceSource } from '../protocol/sequence.js';
 import { Admission, DEFAULT_LIMITS, type AdmissionLimits, type DropReason } from './admission.js';
+import { RateLimiter } from './ratelimit.js';
 import { tunnelInterfaceName, tunnelLinkLocal } from './names.js';
 import type { ReplayMemory } from './replay.js';
 
@@ -217,10 +218,16 @@ export interface TunnelView {
 
 /** Observations of a WireGuard interface, from `wg show` / the UAPI. */
 export interface TunnelStats {
-  /** Unix ms of the latest handshake, 0 if none. */
-  latestHandshakeMs: number;
+  /**
+   * How long ago the latest handshake was, undefined if none. An age, not a time: WireGuard
+   * reports wall-clock times and the core runs on a monotonic clock (a clock step must not make
+   * every neighbor look dead or alive).
+   */
+  handshakeAgoMs: number | undefined;
   rxBytes: number;
   txBytes: number;
+  /** The peer these numbers are about; numbers about another peer (an old key) are ignored. */
+  peerKey?: Uint8Array;
 }
 
 /** A tunnel found on the system at start, with what the state file said about it. */
@@ -237,7 +244,7 @@ export interface AdoptedTunnel {
 export type Counters = {
   sent: Record<MessageType, number>;
   received: Record<MessageType, number>;
-  dropped: Partial<Record<DropReason | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed', number>>;
+  dropped: Partial<Record<DropReason | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed' | 'tunnel-rate-limited', number>>;
 };
 
 function emptyCounts(): Record<MessageType, number> {
@@ -255,6 +262,8 @@ export class MeshCore {
   private readonly admission: Admission;
   /** Ports that failed to bind, with when to try them again. */
   private readonly busyPorts = new Map<number, number>();
+  /** New tunnels per second, all neighbors together (20/s, bursts of 40: a 20-node LAN at once). */
+  private readonly newTunnels = new RateLimiter({ rate: 20, burst: 40 }, 1);
 
   constructor(private readonly deps: CoreDeps, options: Partial<CoreOptions> = {}) {
     this.options = { ...DEFAULT_CORE_OPTIONS, ...options, tunnels: { ...DEFAULT_CORE_OPTIONS.tunnels, ...options.tunnels } };
@@ -363,9 +372,12 @@ export class MeshCore {
     }
     n.lastHeard = now;
     const path = n.paths.get(iface!);
-    const control = m.type === HELLO || m.type === HELLO_CONFIRM ? withZone(m.control, iface) : path?.control;
-    if (control) n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now });
-    else if (path) path.lastHeard = now;
+    // Hellos say where the sender takes control messages; a tunnel message from a neighbor we
+    // have no path to (quiet, or adopted after a restart) came from that very socket.
+    const control = m.type === HELLO || m.type === HELLO_CONFIRM
+      ? withZone(m.control, iface)
+      : (path?.control ?? { address: source.address, zone: iface, port: this.options.port });
+    n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now });
 
     if (m.type !== HELLO) {
       // Any unicast message proves the neighbor has our control address: the link is two-way.
@@ -440,7 +452,18 @@ export class MeshCore {
   /** Start a negotiation if the link is two-way and there is no tunnel (PROTOCOL.md §6). */
   private maybeInitiate(n: NeighborState, now: number): Action[] {
     if (!this.options.tunnels.enabled || n.tunnel || n.twoWayAt === undefined) return [];
+    if (!this.newTunnelAllowed(now)) return []; // tick() tries again
     return this.initiate(n, now, 'new');
+  }
+
+  /**
+   * New tunnels (ours or answers to offers) are rate-limited: keys are free, so an attacker on
+   * the link can make as many signed neighbors as the table holds, and a tunnel costs a process.
+   */
+  private newTunnelAllowed(now: number): boolean {
+    if (this.newTunnels.take('', now)) return true;
+    this.drop('tunnel-rate-limited');
+    return false;
   }
 
   private initiate(n: NeighborState, now: number, reason: 'new' | 'rekey' | string): Action[] {
@@ -484,17 +507,16 @@ export class MeshCore {
   private sendOfferIfDue(n: NeighborState, now: number): Action[] {
     const t = n.tunnel;
     if (!t || t.phase !== 'offering' || !t.offered || t.appliedGeneration !== t.generation || now < t.nextRetryAt) return [];
-    const path = n.paths.get(t.iface) ?? this.preferredPath(n)?.[1];
-    const mine = this.interfaces.get(t.iface);
-    if (!path || !mine?.linkLocal) return [];
+    const target = this.unicastTarget(n, t.iface);
+    if (!target) return [];
     t.attempts++;
     const { retryMinMs, retryMaxMs } = this.options.tunnels;
     t.nextRetryAt = now + Math.min(retryMaxMs, retryMinMs * 2 ** (t.attempts - 1));
     return [
       { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered.privateKey },
-      this.send(t.iface, path.control, {
+      this.send(t.iface, target.control, {
         type: TUNNEL, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
-        tunnelKey: t.offered.publicKey, endpoint: { address: mine.linkLocal, zone: t.iface, port: t.listenPort },
+        tunnelKey: t.offered.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
       }, n.key),
     ];
   }
@@ -511,8 +533,9 @@ export class MeshCore {
       }
     } else if (t?.active.peer && bytesEqual(t.active.peer.tunnelKey, m.tunnelKey)) {
       // A retransmitted offer: our confirm was lost. Answer again, change nothing.
-      return t.phase === 'up' && t.role === 'responder' ? [this.sendConfirm(n, t)] : [];
+      return t.phase === 'up' && t.role === 'responder' ? this.sendConfirm(n, t) : [];
     }
+    if (!t && !this.newTunnelAllowed(now)) return []; // the offer is retried
     const crossed = t?.role === 'initiator' && t.phase === 'offering';
     // Reuse what we built: a crossing loser keeps the end it already has (key and port).
     const keys = crossed && t!.offered && t!.active.privateKey === t!.offered.privateKey ? t!.offered : this.newKeys();
@@ -544,14 +567,21 @@ export class MeshCore {
     return actions;
   }
 
-  private sendConfirm(n: NeighborState, t: TunnelState): Action {
-    const mine = this.interfaces.get(t.iface);
-    const path = n.paths.get(t.iface) ?? this.preferredPath(n)?.[1];
-    t.confirm = { peerKey: t.active.peer!.tunnelKey };
-    return this.send(t.iface, path!.control, {
+  private sendConfirm(n: NeighborState, t: TunnelState): Action[] {
+    const target = this.unicastTarget(n, t.iface);
+    if (!target || !t.active.peer) return []; // no way to reach it now: its retried offer will get the answer
+    t.confirm = { peerKey: t.active.peer.tunnelKey };
+    return [this.send(t.iface, target.control, {
       type: TUNNEL_CONFIRM, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
-      tunnelKey: t.active.publicKey, endpoint: { address: mine!.linkLocal!, zone: t.iface, port: t.listenPort },
-    }, n.key);
+      tunnelKey: t.active.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
+    }, n.key)];
+  }
+
+  /** Where to send a neighbor a unicast message over `iface`, and our address there. */
+  private unicastTarget(n: NeighborState, iface: string): { control: Endpoint; ownAddress: string } | undefined {
+    const path = n.paths.get(iface) ?? this.preferredPath(n)?.[1];
+    const mine = this.interfaces.get(iface);
+    return path && mine?.linkLocal ? { control: path.control, ownAddress: mine.linkLocal } : undefined;
   }
 
   private onConfirm(n: NeighborState, m: TunnelConfirm, iface: string, now: number): Action[] {
@@ -581,7 +611,7 @@ export class MeshCore {
     if (t.phase === 'answering') {
       t.phase = 'up';
       t.configuredAt = now;
-      return [this.sendConfirm(n, t), { kind: 'event', event: 'tunnel-configured', neighbor: n.key, ifname, role: t.role }];
+      return [...this.sendConfirm(n, t), { kind: 'event', event: 'tunnel-configured', neighbor: n.key, ifname, role: t.role }];
     }
     if (t.phase === 'up' && t.role === 'initiator') t.configuredAt = now;
     return [];
@@ -607,14 +637,17 @@ export class MeshCore {
     const n = this.neighborByIfname(ifname);
     const t = n?.tunnel;
     if (!n || !t) return [];
+    // After a re-key the kernel may still hold the old peer for a moment: its handshakes say
+    // nothing about the new keys (and would hide a re-key that never handshakes).
+    if (stats.peerKey && !(t.active.peer && bytesEqual(stats.peerKey, t.active.peer.tunnelKey))) return [];
     t.observedAt = now;
     if (stats.rxBytes !== t.rxBytes) {
       t.rxBytes = stats.rxBytes;
       t.rxChangedAt = now;
     }
-    if (stats.latestHandshakeMs > 0 && t.phase !== 'offering') {
+    if (stats.handshakeAgoMs !== undefined && t.phase !== 'offering') {
       const first = t.handshakeAt === undefined;
-      t.handshakeAt = stats.latestHandshakeMs;
+      t.handshakeAt = now - stats.handshakeAgoMs;
       if (first) return [{ kind: 'event', event: 'tunnel-handshake', neighbor: n.key, ifname, afterMs: Math.max(0, now - t.configuredAt) }];
     }
     return [];
@@ -625,7 +658,9 @@ export class MeshCore {
     const out: string[] = [];
     for (const n of this.neighbors.values()) {
       const t = n.tunnel;
-      if (t && t.appliedGeneration > 0 && (n.quiet || (t.phase === 'up' && t.handshakeAt === undefined))) out.push(t.ifname);
+      // Only what the kernel holds is worth reading: an applied, current configuration.
+      if (t && t.appliedGeneration > 0 && t.appliedGeneration === t.generation && (n.quiet || (t.phase === 'up' && t.handshakeAt === undefined)))
+        out.push(t.ifname);
     }
     return out;
   }

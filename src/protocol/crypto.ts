@@ -17,7 +17,7 @@ import { abytes, concatBytes } from './bytes.js';
 const PKCS8_ED25519_PREFIX = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]);
 const SPKI_ED25519_PREFIX = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]);
 
-/** A node's long-term identity: the 32-byte ed25519 seed and its public key. */
+/** A node's long-term identity: its public key, and signing with the private key it keeps. */
 export interface Identity {
   readonly publicKey: Uint8Array;
   sign(data: Uint8Array): Uint8Array;

@@ -32,12 +32,12 @@ export interface ApplyReport {
   ms: number;
 }
 
-async function devicePresent(dev: string): Promise<boolean> {
+/** The device's ifindex, or undefined if there is no such device (this network namespace). */
+async function deviceIndex(dev: string): Promise<number | undefined> {
   try {
-    await fs.access(`/sys/class/net/${dev}`);
-    return true;
+    return Number((await fs.readFile(`/sys/class/net/${dev}/ifindex`, 'utf8')).trim());
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -45,37 +45,31 @@ export class TrafficControl {
   readonly log: Logger | undefined;
   backend: FilterBackend = 'nft';
   private leaf: 'fq_codel' | 'none' = 'fq_codel';
-  /** Trees as last applied, by device. */
-  private current = new Map<string, TcTree>();
+  /** Trees as last applied, by device, with the device's ifindex (a re-created device is new). */
+  private current = new Map<string, { tree: TcTree; ifindex: number }>();
+  /** The filter as last applied; '' until the first apply (which builds it fresh). */
   private lastFilter = '';
   private iptablesJumps = false;
-  /** Devices with a root qdisc that is not ours: never touched. */
+  /** iptables counters restart at each restore: what they had counted before. */
+  private droppedBefore = 0;
+  /** Devices whose root qdisc was looked at (by ifindex), and those with someone else's. */
+  private checked = new Map<string, number>();
   private foreign = new Set<string>();
   private started = false;
   lastPlan: TrafficPlan | undefined;
 
   constructor(
-    private readonly deps: { run: Runner; logger?: Logger; devicePresent?: (dev: string) => Promise<boolean> },
+    private readonly deps: { run: Runner; logger?: Logger; deviceIndex?: (dev: string) => Promise<number | undefined> },
     private readonly opts: { backend: 'auto' | FilterBackend },
   ) {
     this.log = deps.logger?.child({ component: 'traffic' });
   }
 
-  /** Picks the filter backend and learns which root qdiscs are ours (from a previous run). */
-  async start(devices: readonly string[]): Promise<void> {
+  /** Picks the filter backend. */
+  async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     this.backend = await this.pickBackend();
-    const { stdout } = await this.deps.run(['tc', '-j', 'qdisc', 'show']);
-    const roots = (JSON.parse(stdout || '[]') as LiveQdisc[]).filter((q) => q.root);
-    for (const q of roots) {
-      if (!devices.includes(q.dev)) continue;
-      if (q.handle === `${HANDLE}:`) continue; // ours, left by a previous run: rebuilt by `replace`
-      if (q.handle !== '0:' && !DEFAULT_ROOTS.has(q.kind)) {
-        this.foreign.add(q.dev);
-        this.log?.error({ dev: q.dev, qdisc: `${q.kind} ${q.handle}` }, `${q.dev} already has a root qdisc Scrooge did not make; not shaping it (remove it, or take it out of "uplinks")`);
-      }
-    }
     this.log?.info({ backend: this.backend }, `packet filter: ${this.backend === 'nft' ? 'nftables table inet scrooge' : 'iptables chains SCROOGE-*'}`);
   }
 
@@ -88,33 +82,50 @@ export class TrafficControl {
       'install nftables (apt-get install --no-install-recommends nftables) or iptables');
   }
 
-  /** Plans and applies; only differences reach the kernel. */
+  /**
+   * An uplink's root qdisc, looked at once per device (again if the device is re-created):
+   * ours (5c:, left by a previous run: rebuilt) or the kernel's default can be replaced;
+   * anyone else's is left alone, and so is the device.
+   */
+  private async checkRoots(devs: { dev: string; ifindex: number }[]): Promise<void> {
+    const todo = devs.filter((d) => this.checked.get(d.dev) !== d.ifindex);
+    if (!todo.length) return;
+    const { stdout } = await this.deps.run(['tc', '-j', 'qdisc', 'show']);
+    const roots = (JSON.parse(stdout || '[]') as LiveQdisc[]).filter((q) => q.root);
+    for (const { dev, ifindex } of todo) {
+      this.checked.set(dev, ifindex);
+      this.foreign.delete(dev);
+      const q = roots.find((r) => r.dev === dev);
+      if (!q || q.handle === `${HANDLE}:` || q.handle === '0:' || DEFAULT_ROOTS.has(q.kind)) continue;
+      this.foreign.add(dev);
+      this.log?.error({ dev, qdisc: `${q.kind} ${q.handle}` }, `${dev} already has a root qdisc Scrooge did not make; not shaping it (remove it, or take it out of "uplinks")`);
+    }
+  }
+
+  /** Plans and applies; only differences reach the kernel. Classes go in before the filter points at them. */
   async apply(input: Omit<TrafficInput, 'leaf'>): Promise<ApplyReport> {
     const started = performance.now();
-    const present = new Set<string>();
+    const index = this.deps.deviceIndex ?? deviceIndex;
+    const present = new Map<string, number>();
     for (const dev of [...input.uplinks.map((u) => u.name), ...input.tunnels.map((t) => t.ifname)]) {
-      if (!this.foreign.has(dev) && (await (this.deps.devicePresent ?? devicePresent)(dev))) present.add(dev);
+      const i = await index(dev);
+      if (i !== undefined) present.set(dev, i);
     }
+    await this.checkRoots(input.uplinks.filter((u) => present.has(u.name)).map((u) => ({ dev: u.name, ifindex: present.get(u.name)! })));
+    const shaped = (dev: string) => present.has(dev) && !this.foreign.has(dev);
     const full: TrafficInput = {
       ...input,
-      uplinks: input.uplinks.filter((u) => present.has(u.name)),
+      uplinks: input.uplinks.filter((u) => shaped(u.name)),
       tunnels: input.tunnels.filter((t) => present.has(t.ifname)),
       leaf: this.leaf,
     };
     const plan = planTraffic(full);
     this.lastPlan = plan;
 
-    let filterChanged = false;
-    const filter = this.backend === 'nft' ? nftRuleset(full, plan) : iptablesRestore(full, plan);
-    if (filter !== this.lastFilter) {
-      await this.applyFilter(filter);
-      this.lastFilter = filter;
-      filterChanged = true;
-    }
-
-    // Trees of devices that are gone went with them.
-    for (const dev of [...this.current.keys()]) if (!present.has(dev) && !input.uplinks.some((u) => u.name === dev)) this.current.delete(dev);
-    const lines = tcCommands(this.current, plan.trees, (dev) => present.has(dev));
+    // Trees of devices that are gone went with them; a device re-created since is new.
+    const current = new Map<string, TcTree>();
+    for (const [dev, c] of this.current) if (present.get(dev) === c.ifindex) current.set(dev, c.tree);
+    const lines = tcCommands(current, plan.trees, (dev) => present.has(dev));
     if (lines.length) {
       try {
         await this.deps.run(['tc', '-batch', '-'], { input: lines.join('\n') + '\n' });
@@ -124,15 +135,24 @@ export class TrafficControl {
           this.log?.info('fq_codel is not available in this kernel; leaf queues stay pfifo');
           this.leaf = 'none';
           this.current.clear();
-          const again = await this.apply(input);
-          return { ...again, filterChanged: filterChanged || again.filterChanged };
+          return this.apply(input);
         }
         // We no longer know what the kernel holds for these trees: rebuild them next time.
         for (const t of plan.trees) this.current.delete(t.dev);
         throw err;
       }
     }
-    this.current = new Map(plan.trees.map((t) => [t.dev, t]));
+    this.current = new Map(plan.trees.map((t) => [t.dev, { tree: t, ifindex: present.get(t.dev)! }]));
+
+    let filterChanged = false;
+    const filter = this.backend === 'nft' ? nftRuleset(full, plan, this.lastFilter === '') : iptablesRestore(full, plan);
+    if (filter !== this.lastFilter) {
+      if (this.backend === 'iptables' && this.lastFilter) this.droppedBefore += await this.iptablesDrops();
+      await this.applyFilter(filter);
+      // The incremental nft text is what later applies are compared with.
+      this.lastFilter = this.backend === 'nft' ? nftRuleset(full, plan, false) : filter;
+      filterChanged = true;
+    }
     return { filterChanged, tcCommands: lines.length, ms: Math.round(performance.now() - started) };
   }
 
@@ -168,10 +188,12 @@ export class TrafficControl {
       }
     }
     const lines: string[] = [];
-    for (const dev of this.current.keys()) if (await (this.deps.devicePresent ?? devicePresent)(dev)) lines.push(`qdisc del dev ${dev} root`);
+    const index = this.deps.deviceIndex ?? deviceIndex;
+    for (const [dev, c] of this.current) if ((await index(dev)) === c.ifindex) lines.push(`qdisc del dev ${dev} root`);
     if (lines.length) await this.deps.run(['tc', '-force', '-batch', '-'], { input: lines.join('\n') + '\n', okExitCodes: [0, 1] });
     this.current.clear();
     this.lastFilter = '';
+    this.droppedBefore = 0;
   }
 
   /** Packets dropped because they came from a mesh interface without a tunnel. */
@@ -182,9 +204,13 @@ export class TrafficControl {
       const entries = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
       return entries.find((e) => e.counter)?.counter?.packets ?? 0;
     }
+    return this.droppedBefore + (await this.iptablesDrops());
+  }
+
+  private async iptablesDrops(): Promise<number> {
     let total = 0;
     for (const cmd of ['iptables', 'ip6tables']) {
-      const { stdout } = await this.deps.run([cmd, '-w', '-L', IPT_FILTER_CHAIN, '-n', '-v', '-x']);
+      const { stdout } = await this.deps.run([cmd, '-w', '-L', IPT_FILTER_CHAIN, '-n', '-v', '-x'], { okExitCodes: [0, 1] });
       for (const line of stdout.split('\n').slice(2)) {
         const packets = Number(line.trim().split(/\s+/)[0]);
         if (Number.isFinite(packets)) total += packets;
@@ -196,7 +222,7 @@ export class TrafficControl {
   /** The live classes (with byte/packet/drop counters) of every tree this agent manages. */
   async liveClasses(): Promise<{ dev: string; kind: string; neighbor: string | undefined; classes: LiveClass[] }[]> {
     const out = [];
-    for (const t of this.current.values()) {
+    for (const { tree: t } of this.current.values()) {
       // This iproute2 prints htb classes as text even with -j: parse the text.
       const { stdout } = await this.deps.run(['tc', '-s', 'class', 'show', 'dev', t.dev], { okExitCodes: [0, 1] });
       out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: parseTcClasses(stdout).filter((c) => c.classid.startsWith(`${HANDLE}:`)) });

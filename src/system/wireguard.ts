@@ -22,7 +22,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
-import type { TunnelIntent, TunnelStats } from '../neighbors/core.js';
+import type { TunnelIntent } from '../neighbors/core.js';
 import { isTunnelInterfaceName } from '../neighbors/names.js';
 import { parseEndpoint, formatEndpoint, type Endpoint } from '../protocol/address.js';
 import { toBase64 } from '../protocol/bytes.js';
@@ -30,11 +30,19 @@ import type { Runner } from './runner.js';
 
 export const USERSPACE_SOCKET_DIR = '/var/run/wireguard';
 
+/** What WireGuard says about a peer (wall-clock time, as the kernel and wireguard-go keep it). */
+export interface PeerStats {
+  /** Unix ms of the latest handshake, 0 if none. */
+  latestHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
 /** What a live interface carries (for adoption after a restart, and for status). */
 export interface LiveTunnel {
   privateKey: Uint8Array;
   listenPort: number;
-  peer: { publicKey: Uint8Array; endpoint: Endpoint | undefined; stats: TunnelStats } | undefined;
+  peer: { publicKey: Uint8Array; endpoint: Endpoint | undefined; stats: PeerStats } | undefined;
 }
 
 export type ApplyOutcome = { ifname: string; generation: number; ok: true } | { ifname: string; generation: number; ok: false; portBusy: boolean; error: string };
@@ -139,9 +147,9 @@ abstract class BaseBackend implements WireGuardBackend {
   async apply(intents: readonly TunnelIntent[], known: ReadonlySet<string>): Promise<ApplyOutcome[]> {
     const failed = new Map<string, { error: string; portBusy: boolean }>();
     const missing: TunnelIntent[] = [];
-    // An interface that exists is reconfigured, never created twice (and its own port is not
-    // "in use" by someone else), whatever the caller believed.
-    const existing = new Set([...known, ...(await this.listTunnels())]);
+    // What exists is reconfigured, what does not is created: the system decides, not what the
+    // caller believed (an interface may have been prepared, or may have vanished).
+    const existing = new Set(await this.listTunnels());
     await Promise.all(intents.map(async (t) => {
       if (known.has(t.ifname)) return; // ours and configured: its port is its own
       if (!(await udpPortFree(t.listenPort))) failed.set(t.ifname, { error: `UDP port ${t.listenPort} is in use`, portBusy: true });
@@ -396,7 +404,19 @@ class UserspaceBackend extends BaseBackend {
   }
 
   protected async configure(t: TunnelIntent): Promise<void> {
-    const answer = await uapi(join(USERSPACE_SOCKET_DIR, `${t.ifname}.sock`), uapiSet(t));
+    const socket = join(USERSPACE_SOCKET_DIR, `${t.ifname}.sock`);
+    // A daemon that is just starting may show its socket file a moment before it accepts (or a
+    // stale file of a killed one may still be there): retry briefly, not a second later.
+    let answer: string | undefined;
+    for (let attempt = 0; answer === undefined; attempt++) {
+      try {
+        answer = await uapi(socket, uapiSet(t));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || attempt >= 100) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
     const errno = /^errno=(\d+)$/m.exec(answer)?.[1];
     if (errno !== '0') throw new ScroogeError('EWIREGUARD', `wireguard-go ${t.ifname} refused the configuration (errno ${errno ?? 'missing'})`);
   }

@@ -12,7 +12,7 @@
  *   5c:1  rate C                               5c:1  rate C
  *    |- 5c:10 own traffic  rate C-sC ceil C     |- 5c:10 own traffic  rate C-S ceil C
  *    '- 5c:20 sold         rate sC  ceil sC     '- 5c:20 sold to N    rate S   ceil S,
- *        |- 5c:21 from non-tunnels (1 %)                                 S = min(sC, cap N)
+ *        |- 5c:21 spare (empty)                                          S = min(sC, cap N)
  *        '- 5c:1xx one per neighbor: rate ∝ priority, ceil min(cap, sC)
  */
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -22,14 +22,13 @@ export const HANDLE = '5c';
 export const CLASS_ROOT = `${HANDLE}:1`;
 export const CLASS_OWN = `${HANDLE}:10`;
 export const CLASS_SOLD = `${HANDLE}:20`;
-export const CLASS_OTHER = `${HANDLE}:21`;
+/** An empty class under 5c:20, so that 5c:20 stays an inner class with or without neighbors. */
+export const CLASS_SPARE = `${HANDLE}:21`;
 /** Neighbor classes are 5c:100 .. 5c:fffe (hex minors, as tc and nft write them). */
 const SLOT_BASE = 0x100;
 const SLOT_COUNT = 0xfffe - SLOT_BASE + 1;
 /** HTB wants rate >= 1; a class that must exist but should get (almost) nothing gets this. */
 export const MIN_RATE = 8_000;
-/** Share of the sold bandwidth reserved for forwarded traffic that did not come from a tunnel. */
-const OTHER_FRACTION = 0.01;
 export const NFT_TABLE = 'scrooge';
 
 export interface TunnelInput {
@@ -133,14 +132,13 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
   for (const up of [...input.uplinks].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const C = up.rate;
     const sold = input.share * C;
-    const other = Math.max(MIN_RATE, sold * OTHER_FRACTION);
-    const forNeighbors = Math.max(MIN_RATE, sold - other);
+    const forNeighbors = Math.max(MIN_RATE, sold - MIN_RATE);
     // 5c:21 always exists, so 5c:20 is always an inner class (no leaf <-> inner flips).
     const classes: TcClass[] = [
       cls(CLASS_ROOT, `${HANDLE}:`, C, C, 0, false),
       cls(CLASS_OWN, CLASS_ROOT, C - sold, C, 0, true),
       cls(CLASS_SOLD, CLASS_ROOT, sold, sold, 1, false),
-      cls(CLASS_OTHER, CLASS_SOLD, tunnels.length ? other : sold, sold, 1, true),
+      cls(CLASS_SPARE, CLASS_SOLD, MIN_RATE, MIN_RATE, 1, true),
     ];
     for (const t of tunnels) {
       const ceil = t.cap === undefined ? sold : Math.min(t.cap, sold);

@@ -77,6 +77,9 @@ export async function runSoak(opts: { seconds: number; seed?: number; log?: (lin
     const restarted = new Set<string>();
     const actions: Record<string, number> = { kill: 0, stop: 0, linkflap: 0, leave: 0 };
     const departed = r.pick(nodes);
+    // Three agents are never killed or stopped (their links still flap and their neighbors churn):
+    // their memory tells whether an agent grows under churn.
+    const steady = nodes.filter((n) => n !== departed).sort(() => r.next() - 0.5).slice(0, 3);
     let leftAt = 0;
     const leaveAfter = started + warmup + (settleAt - started - warmup) / 3;
 
@@ -92,7 +95,7 @@ export async function runSoak(opts: { seconds: number; seed?: number; log?: (lin
       }
       const live = nodes.filter((n) => n !== departed || !leftAt);
       const node = r.pick(live.filter((n) => n !== departed));
-      const kind = r.pick(['kill', 'kill', 'stop', 'linkflap']);
+      const kind = steady.includes(node) ? 'linkflap' : r.pick(['kill', 'kill', 'stop', 'linkflap']);
       const cur = await loadRun(id);
       if (kind === 'kill' || kind === 'stop') {
         await stopAgent(cur, node, kind === 'kill' ? 'SIGKILL' : 'SIGTERM');

@@ -33,7 +33,7 @@ function randomBytesSeeded(i: number): Uint8Array {
 
 async function inner(): Promise<void> {
   const tc = new TrafficControl({ run: createRunner() }, { backend: 'auto' });
-  await tc.start(['up0']);
+  await tc.start();
   const tunnels = Array.from({ length: N }, (_, i) => ({ ifname: ifname(i), neighbor: key(i), meshIface: 'eth0', priority: 1 + (i % 3), cap: i % 5 === 0 ? 5e6 : undefined }));
   const base = { share: 0.5, meshInterfaces: [{ name: 'eth0', rate: 1e9 }], uplinks: [{ name: 'up0', rate: 100e6 }], tunnels };
   const time = async (input: typeof base) => {

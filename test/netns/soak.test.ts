@@ -11,6 +11,7 @@ describe('churn soak (short)', () => {
     expect(result.pairs.problems).toEqual([]);
     expect(result.pairs.working).toBe(result.pairs.expected);
     expect(result.leaks).toEqual([]);
+    expect(result.rss.length).toBeGreaterThanOrEqual(3); // the steady agents were measured
     expect(result.maxRssGrowth).toBeLessThanOrEqual(0.2);
     expect(result.actions['leave']).toBe(1);
     expect(result.actions['kill']! + result.actions['stop']! + result.actions['linkflap']!).toBeGreaterThanOrEqual(5);

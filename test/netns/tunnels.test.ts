@@ -301,6 +301,26 @@ describe.skipIf(!isRoot)('per-neighbor WireGuard tunnels (netns, root)', () => {
     }
   });
 
+  it('a tunnel whose wireguard-go daemon dies is rebuilt by its agent', async () => {
+    const { run } = await upWithAgents('two-nodes.xml');
+    await simWait(run.id);
+    const ns = (n: string) => run.nodes[n]!;
+    const [t] = await tunnels(run.id, 'n1');
+    const daemon = wireguardGoProcesses().find((p) => p.ifname === t!.ifname)!;
+    expect(daemon).toBeDefined();
+    step(ns('n1'), `kill -9 wireguard-go ${daemon.pid} (${t!.ifname})`);
+    process.kill(daemon.pid, 'SIGKILL');
+    const peer = (await status(run.id, 'n2')).tunnelAddress;
+    await until('n1 to rebuild the tunnel and ping n2 over it', async () => {
+      const again = wireguardGoProcesses().find((p) => p.ifname === t!.ifname);
+      if (!again || again.pid === daemon.pid) return false;
+      const r = await runner(['ping', '-6', '-c1', '-W1', `${peer}%${t!.ifname}`], { netns: ns('n1'), okExitCodes: [0, 1] });
+      return r.exitCode === 0;
+    }, 10_000);
+    expect(agentLog(run.id, 'n1').map((l) => l.msg)).toContain('tunnel interface vanished; rebuilding it');
+    expect(await tunnelLinks(ns('n1'))).toEqual([t!.ifname]);
+  });
+
   it('stop a node: its neighbor removes the tunnel after the dead interval and a dead tunnel; sim down leaves nothing', async () => {
     const T = { helloMs: 500, deadMs: 2000, keepaliveMs: 1000, deadAfterMs: 3000 };
     const { run } = await upWithAgents('chain-3.xml', {

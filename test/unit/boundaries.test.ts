@@ -9,7 +9,8 @@ const FORBIDDEN: [RegExp, string][] = [
   [/from ['"](node:)?(dgram|child_process|net|fs|fs\/promises|os|http|https|worker_threads)['"]/, 'an I/O module'],
   [/from ['"]execa['"]/, 'execa'],
   [/from ['"]pino['"]/, 'the logger'],
-  [/\bDate\.now\(\)|new Date\(\)/, 'the clock'],
+  [/\bDate\.now\(\)|new Date\(\)|performance\.now\(\)/, 'the clock'],
+  [/\brequire\(|\bimport\(/, 'a module loaded at run time'],
   [/\b(setTimeout|setInterval|setImmediate)\(/, 'a timer'],
   [/from ['"]\.\.\/(system|agent|cli|sim)\//, 'an effects module'],
 ];

@@ -225,6 +225,11 @@ describe('tunnel negotiation', () => {
     expect(sim.tunneled(a!, b!)).toBe(true);
     const crossed = [...a!.events, ...b!.events].filter((e) => e.kind === 'event' && e.event === 'offer-crossed');
     expect(crossed.length).toBeGreaterThan(0);
+    // The lower key's offer won: the lower node is the initiator of the tunnel that stands.
+    const bytes = (n: typeof a) => Buffer.from(n!.key, 'base64');
+    const [low, high] = Buffer.compare(bytes(a), bytes(b)) < 0 ? [a!, b!] : [b!, a!];
+    expect(low.core.neighborList()[0]!.tunnel!.role).toBe('initiator');
+    expect(high.core.neighborList()[0]!.tunnel!.role).toBe('responder');
   });
 
   it('kill -9 and restart: the tunnel is rebuilt, never duplicated', () => {
@@ -271,6 +276,29 @@ describe('tunnel negotiation', () => {
     sim.loss = 0;
     sim.run(2000);
     expect(a!.core.neighborList()[0]!.state).toBe('two-way');
+  });
+
+  it('a resent offer from a neighbor we have no path to (quiet) is answered, not a crash', () => {
+    const sim = new MeshSim(23);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(2000);
+    const responder = [a!, b!].find((n) => n.core.neighborList()[0]!.tunnel!.role === 'responder')!;
+    const initiator = responder === a ? b! : a!;
+    sim.loss = 1; // hellos stop; the tunnel (WireGuard model) lives: the responder sees a quiet neighbor
+    sim.run(6000);
+    expect(responder.core.neighborList()[0]).toMatchObject({ state: 'quiet', linkLocal: undefined });
+    sim.loss = 0;
+    const t = [...initiator.applied.values()][0]!;
+    const offer = encodeMessage({
+      type: 'scrooge_tunnel', publicKey: initiator.identity.publicKey, recipient: responder.identity.publicKey,
+      tunnelKey: t.publicKey, endpoint: { address: initiator.ifaces[0]!.linkLocal, zone: 'eth0', port: t.listenPort },
+      seq: 1n << 63n, // newer than anything the initiator sent
+    }, initiator.identity.sign);
+    const sent = responder.core.counters.sent.scrooge_tunnel_confirm;
+    expect(() => sim.inject(responder, 'eth0', initiator.ifaces[0]!.linkLocal, offer.bytes)).not.toThrow();
+    expect(responder.core.counters.sent.scrooge_tunnel_confirm).toBe(sent + 1);
   });
 
   it('re-keys after the configured period with new keys on both ends', () => {

@@ -16,11 +16,26 @@ interface FakeQdisc {
 
 export class FakeKernel {
   readonly qdiscs = new Map<string, FakeQdisc>();
-  nftTable: string | undefined;
+  nftTable: { sets: Map<string, string[]>; rules: string[]; counter: number } | undefined;
   /** Every tc command line ever run, for "nothing changed" checks. */
   readonly tcLog: string[] = [];
 
-  constructor(readonly devices: Set<string>) {}
+  private readonly indexes = new Map<string, number>();
+  private nextIndex = 1;
+
+  constructor(readonly devices: Set<string>) {
+    for (const d of devices) this.indexes.set(d, this.nextIndex++);
+  }
+
+  ifindex(dev: string): number | undefined {
+    return this.devices.has(dev) ? this.indexes.get(dev) : undefined;
+  }
+
+  /** The device goes and comes back (a tunnel rebuilt): a new ifindex, and no qdisc. */
+  recreate(dev: string): void {
+    this.qdiscs.delete(dev);
+    this.indexes.set(dev, this.nextIndex++);
+  }
 
   tc(line: string): void {
     this.tcLog.push(line);
@@ -69,9 +84,40 @@ export class FakeKernel {
 
   nft(text: string): void {
     const lines = text.split('\n');
-    if (lines[0] !== 'table inet scrooge' || lines[1] !== 'delete table inet scrooge') throw new Error('fake nft: expected create-delete-create');
-    const body = lines.slice(2).join('\n').trim();
-    this.nftTable = body || undefined;
+    const T = 'inet scrooge';
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.trim();
+      if (!line) continue;
+      if (line === `table ${T}`) this.nftTable ??= { sets: new Map(), rules: [], counter: 0 };
+      else if (line === `delete table ${T}`) {
+        if (!this.nftTable) throw new Error('fake nft: no table to delete');
+        this.nftTable = undefined;
+      } else if (line === `table ${T} {`) {
+        this.nftTable ??= { sets: new Map(), rules: [], counter: 0 };
+        for (i++; lines[i]!.trim() !== '}'; i++) {
+          const m = /^(set|map) (\w+) \{/.exec(lines[i]!.trim());
+          if (m && !this.nftTable.sets.has(m[2]!)) this.nftTable.sets.set(m[2]!, []);
+        }
+      } else if (line === `flush chain ${T} forward`) this.table().rules = [];
+      else if (/^flush (set|map) inet scrooge \w+$/.test(line)) this.set(line.split(' ')[4]!).length = 0;
+      else if (line.startsWith(`add element ${T} `)) {
+        const m = /^add element inet scrooge (\w+) \{ (.*) \}$/.exec(line);
+        if (!m) throw new Error(`fake nft: cannot parse: ${line}`);
+        this.set(m[1]!).push(...m[2]!.split(', '));
+      } else if (line.startsWith(`add rule ${T} forward `)) this.table().rules.push(line.slice(`add rule ${T} forward `.length));
+      else throw new Error(`fake nft: cannot parse: ${line}`);
+    }
+  }
+
+  private table() {
+    if (!this.nftTable) throw new Error('fake nft: no table inet scrooge');
+    return this.nftTable;
+  }
+
+  private set(name: string): string[] {
+    const s = this.table().sets.get(name);
+    if (!s) throw new Error(`fake nft: no set or map ${name}`);
+    return s;
   }
 
   /** The whole state as sorted text. */
@@ -81,7 +127,12 @@ export class FakeKernel {
       out.push(`qdisc ${dev} ${q.kind} ${q.handle ?? ''}`);
       for (const [id, c] of [...q.classes].sort(([a], [b]) => (a < b ? -1 : 1))) out.push(`  class ${dev} ${id} parent ${c.parent} ${c.params}${q.leaves.has(id) ? ` leaf ${q.leaves.get(id)}` : ''}`);
     }
-    out.push(this.nftTable ?? '(no nft table)');
+    const t = this.nftTable;
+    if (!t) out.push('(no nft table)');
+    else {
+      for (const [name, items] of [...t.sets].sort(([a], [b]) => (a < b ? -1 : 1))) out.push(`nft ${name}: ${[...items].sort().join(', ')}`);
+      for (const r of t.rules) out.push(`nft rule: ${r}`);
+    }
     return out.join('\n');
   }
 }

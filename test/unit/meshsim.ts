@@ -201,7 +201,8 @@ export class MeshSim {
       const t = node.applied.get(ifname);
       if (!t) continue;
       const id = `${node.name}/${ifname}/${toBase64(t.publicKey)}`;
-      this.handle(node, node.core.tunnelObserved(ifname, { latestHandshakeMs: this.handshakes.get(id) ?? 0, rxBytes: this.rx.get(id) ?? 0, txBytes: 0 }, this.now));
+      const hs = this.handshakes.get(id);
+      this.handle(node, node.core.tunnelObserved(ifname, { handshakeAgoMs: hs === undefined ? undefined : this.now - hs, rxBytes: this.rx.get(id) ?? 0, txBytes: 0, ...(t.peer ? { peerKey: t.peer.tunnelKey } : {}) }, this.now));
     }
   }
 

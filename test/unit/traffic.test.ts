@@ -50,8 +50,8 @@ function fakeRunner(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}): Runne
 
 async function newControl(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}) {
   const run = fakeRunner(kernel, opts);
-  const tc = new TrafficControl({ run, devicePresent: async (d) => kernel.devices.has(d) }, { backend: 'auto' });
-  await tc.start(['eth1']);
+  const tc = new TrafficControl({ run, deviceIndex: async (d) => kernel.ifindex(d) }, { backend: 'auto' });
+  await tc.start();
   return { tc, run };
 }
 
@@ -94,12 +94,18 @@ describe('traffic planner', () => {
     const nft = nftRuleset(input, plan);
     expect(nft).toContain('iifname @mesh counter name "untunneled" drop');
     expect(nft).toContain(`"${IF(0)}" : ${plan.classOf.get(KEYS[0]!)}`);
-    expect(nft).toContain('set mesh { type ifname; elements = { "eth0" }; }');
+    expect(nft).toContain('add element inet scrooge mesh { "eth0" }');
+    // After the first apply the table is kept (flushed and refilled), so its counter keeps counting.
+    const later = nftRuleset(input, plan, false);
+    expect(later).not.toContain('delete table');
+    expect(later).toContain('flush chain inet scrooge forward');
     const ipt = iptablesRestore(input, plan);
     expect(ipt).toContain('-A SCROOGE-FWD -i eth0 -j DROP');
     expect(ipt).toContain(`-A SCROOGE-CLASS -i ${IF(1)} -o eth1 -j CLASSIFY --set-class ${plan.classOf.get(KEYS[1]!)}`);
-    // The generic uplink rule comes before the per-neighbor ones (CLASSIFY: last match wins).
-    expect(ipt.indexOf('-o eth1 -j CLASSIFY --set-class 5c:21')).toBeLessThan(ipt.indexOf(`-i ${IF(1)} -o eth1`));
+    // Forwarding from other interfaces (the owner's LAN) to an uplink is left in the default
+    // (own) class: no rule for it in either backend.
+    expect(ipt).not.toContain('5c:21');
+    expect(nft).not.toContain('5c:21');
   });
 });
 
@@ -171,6 +177,41 @@ describe('applying plans (stateful fake kernel)', () => {
       for (const [i] of [0, 1, 2, 3, 4, 5].entries()) if (!tunnels.has(i)) fresh.qdiscs.delete(IF(i));
       expect(kernel.render()).toBe(fresh.render());
     }), { numRuns: 150 });
+  });
+
+  it('after the first apply the table is kept: its drop counter survives tunnel changes', async () => {
+    const kernel = kernelFor(2);
+    const { tc } = await newControl(kernel);
+    await tc.apply(base([tunnel(0)]));
+    kernel.nftTable!.counter = 42; // packets dropped meanwhile
+    await tc.apply(base([tunnel(0), tunnel(1)]));
+    expect(kernel.nftTable!.counter).toBe(42);
+    expect(kernel.render()).toContain(`nft tunnels: "${IF(0)}", "${IF(1)}"`);
+  });
+
+  it('a tunnel interface that is re-created gets its tree again', async () => {
+    const kernel = kernelFor(1);
+    const { tc } = await newControl(kernel);
+    const input = base([tunnel(0, 1, 2e6)]);
+    await tc.apply(input);
+    const before = kernel.render();
+    kernel.recreate(IF(0));
+    expect(kernel.render()).not.toBe(before);
+    const r = await tc.apply(input); // same input: only the kernel changed
+    expect(r.tcCommands).toBeGreaterThan(0);
+    expect(kernel.render()).toBe(before);
+  });
+
+  it('an uplink that appears later with someone else\'s root qdisc is left alone', async () => {
+    const kernel = kernelFor(1);
+    kernel.devices.delete('eth1');
+    const { tc } = await newControl(kernel);
+    await tc.apply(base([tunnel(0)]));
+    kernel.devices.add('eth1');
+    kernel.recreate('eth1');
+    kernel.qdiscs.set('eth1', { kind: 'htb', handle: '1:', classes: new Map(), leaves: new Map() });
+    await tc.apply(base([tunnel(0)]));
+    expect(kernel.qdiscs.get('eth1')!.handle).toBe('1:');
   });
 
   it('stop removes exactly its own: the table and its root qdiscs', async () => {

@@ -3,6 +3,7 @@
  * priority, cap, alias, share. Every read command takes --json (stable field names, see README).
  */
 import { controlRequest } from '../../agent/control.js';
+import { ALIAS } from '../../config/config.js';
 import { UsageError } from '../../errors.js';
 import { loadConfig } from '../../system/config-file.js';
 import { type CliIO, type Command, formatTable, parseCommandLine, printJson } from '../command.js';
@@ -143,7 +144,7 @@ export const cap = setCommand('cap', "cap a neighbor's bandwidth", 'RATE|none',
 export const alias = setCommand('alias', 'name a neighbor', 'NAME',
   'Gives the neighbor a name to use in place of its key (a letter, then letters, digits, _ . -).',
   (neighbor, value) => {
-    if (!/^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(value)) throw new UsageError(`NAME must start with a letter and use letters, digits, _ . - (max 32), got "${value}"`);
+    if (!ALIAS.test(value)) throw new UsageError(`NAME must start with a letter and use letters, digits, _ . - (max 32), got "${value}"`);
     return { neighbor, alias: value };
   });
 

@@ -27,13 +27,6 @@ unless the config says to leave them).
     const config = loadConfig(values.config);
     const logger = await createLogger({ level: values['log-level'] ?? config.log.level, pretty: !!values.pretty });
     const agent = new Agent(config, { run: createRunner({ logger }), logger });
-    // A bug must leave a trace in the log, not just a dead process.
-    const crash = (kind: string) => (err: unknown) => {
-      logger.fatal({ err }, `${kind}: the agent stops`);
-      process.exit(70);
-    };
-    process.on('uncaughtException', crash('uncaught exception'));
-    process.on('unhandledRejection', crash('unhandled rejection'));
     const stopped = new Promise<void>((resolve) => {
       let stopping = false;
       const onSignal = (signal: string) => {
@@ -57,6 +50,13 @@ unless the config says to leave them).
       logger.flush();
       throw err;
     }
+    // From here on the process is the agent: a bug must leave a trace in the log.
+    const crash = (kind: string) => (err: unknown) => {
+      logger.fatal({ err }, `${kind}: the agent stops`);
+      process.exit(70);
+    };
+    process.on('uncaughtException', crash('uncaught exception'));
+    process.on('unhandledRejection', crash('unhandled rejection'));
     await stopped;
     logger.flush();
     void io;

@@ -90,7 +90,7 @@ interface LiveTree {
   classes: { classid: string; parent: string | null; rate: number | null; ceil: number | null; bytes: number; packets: number; drops: number; neighbor: string | null; alias: string | null }[];
 }
 
-const CLASS_NAMES: Record<string, string> = { '5c:1': 'total', '5c:10': 'own traffic', '5c:20': 'sold', '5c:21': 'sold: from non-tunnels' };
+const CLASS_NAMES: Record<string, string> = { '5c:1': 'total', '5c:10': 'own traffic', '5c:20': 'sold', '5c:21': 'sold: spare (empty)' };
 
 async function show(args: string[], io: CliIO): Promise<number> {
   const { values } = parseCommandLine(args, { socket: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
