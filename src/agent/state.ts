@@ -9,6 +9,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { ScroogeError } from '../errors.js';
+import { parseU64 } from '../protocol/bytes.js';
 
 export interface StoredTunnel {
   neighbor: string;
@@ -88,7 +89,7 @@ export class StateDir {
 
   readEpoch(): bigint | undefined {
     const v = this.read<{ epoch?: unknown }>('seq.json')?.epoch;
-    return typeof v === 'string' && /^[0-9]{1,20}$/.test(v) ? BigInt(v) : undefined;
+    return typeof v === 'string' ? parseU64(v) : undefined;
   }
   writeEpoch(epoch: bigint): void {
     this.write('seq.json', { epoch: epoch.toString() }, true);

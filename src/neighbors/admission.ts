@@ -19,12 +19,6 @@ export type DropReason =
   | 'rate-limited'
   | 'bad-signature';
 
-export const DROP_REASONS: readonly DropReason[] = [
-  'oversized', 'not-text', 'unknown-type', 'field-count', 'bad-public-key', 'bad-recipient', 'bad-tunnel-key',
-  'bad-address', 'bad-port', 'bad-seq', 'bad-signature-encoding', 'own-message', 'not-for-us', 'stale-seq',
-  'table-full', 'unknown-neighbor', 'rate-limited', 'bad-signature',
-];
-
 export type AdmitResult = { ok: true; decoded: Decoded } | { ok: false; reason: DropReason };
 
 /** What admission needs to know about the neighbor table. */

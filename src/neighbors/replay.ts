@@ -7,6 +7,8 @@
  * and `accept` re-inserts, so the first key is the oldest). Neighbors in the table are heard every
  * second, so only departed or never-admitted senders age out.
  */
+import { parseU64 } from '../protocol/bytes.js';
+
 export class ReplayMemory {
   private readonly last = new Map<string, bigint>();
   constructor(private readonly capacity = 4096) {
@@ -43,8 +45,8 @@ export class ReplayMemory {
     const mem = new ReplayMemory(capacity);
     if (Array.isArray(entries)) {
       for (const e of entries) {
-        if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'string' && /^(0|[1-9][0-9]{0,19})$/.test(e[1]))
-          mem.accept(e[0], BigInt(e[1]));
+        const seq = Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'string' ? parseU64(e[1]) : undefined;
+        if (seq !== undefined) mem.accept(e[0] as string, seq);
       }
     }
     return mem;

@@ -73,11 +73,6 @@ export function canonicalIPv6(text: string): string | undefined {
   return groups ? formatIPv6Groups(groups) : undefined;
 }
 
-export function isLinkLocal(address: string): boolean {
-  const groups = parseIPv6Groups(address);
-  return !!groups && (groups[0]! & 0xffc0) === 0xfe80;
-}
-
 export type EndpointResult = { ok: true; endpoint: Endpoint } | { ok: false; reason: string };
 
 /** Strictly parses `[addr%zone]:port` as it appears on the wire. Never throws. */

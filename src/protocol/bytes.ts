@@ -58,6 +58,14 @@ export function u16be(n: number): Uint8Array {
 }
 
 export const U64_MAX = (1n << 64n) - 1n;
+const U64_TEXT = /^(?:0|[1-9][0-9]{0,19})$/;
+
+/** A decimal u64 without leading zeros (the wire's `seq` grammar), or undefined. */
+export function parseU64(text: string): bigint | undefined {
+  if (!U64_TEXT.test(text)) return undefined;
+  const n = BigInt(text);
+  return n <= U64_MAX ? n : undefined;
+}
 
 export function u64be(n: bigint): Uint8Array {
   if (n < 0n || n > U64_MAX) throw new RangeError(`u64 out of range: ${n}`);

@@ -28,7 +28,7 @@
  * Decoding never throws on untrusted bytes: it returns `{ ok: false, reason }`.
  */
 import { type Endpoint, formatEndpoint, parseEndpoint } from './address.js';
-import { concatBytes, fromBase64Strict, toBase64, u16be, u64be, U64_MAX, abytes } from './bytes.js';
+import { concatBytes, fromBase64Strict, parseU64, toBase64, u16be, u64be, U64_MAX, abytes } from './bytes.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Datagrams larger than this are dropped before parsing (IPv6 minimum MTU 1280 minus headers). */
@@ -68,11 +68,6 @@ export interface TunnelConfirm extends Common {
   endpoint: Endpoint;
 }
 export type Message = Hello | HelloConfirm | TunnelOffer | TunnelConfirm;
-export type UnicastMessage = HelloConfirm | TunnelOffer | TunnelConfirm;
-
-export function isUnicast(m: Message): m is UnicastMessage {
-  return m.type !== HELLO;
-}
 
 /** Why a datagram was not accepted. Every reason is a counter in `scrooge status`. */
 export type DecodeFailure =
@@ -106,7 +101,6 @@ const FIELD_COUNT: Record<MessageType, number> = {
   [TUNNEL_CONFIRM]: 7,
 };
 
-const SEQ = /^(?:0|[1-9][0-9]{0,19})$/;
 const encoder = new TextEncoder();
 const DOMAIN_BYTES = concatBytes([encoder.encode(SIGNATURE_DOMAIN), new Uint8Array([0, PROTOCOL_VERSION])]);
 
@@ -206,10 +200,8 @@ export function decodeMessage(datagram: Uint8Array): DecodeResult {
   const addressText = f[i++]!;
   const parsed = parseEndpoint(addressText);
   if (!parsed.ok) return fail(parsed.reason as DecodeFailure);
-  const seqText = f[i++]!;
-  if (!SEQ.test(seqText)) return fail('bad-seq');
-  const seq = BigInt(seqText);
-  if (seq > U64_MAX) return fail('bad-seq');
+  const seq = parseU64(f[i++]!);
+  if (seq === undefined) return fail('bad-seq');
   const signature = fromBase64Strict(f[i]!, 64);
   if (!signature) return fail('bad-signature-encoding');
 

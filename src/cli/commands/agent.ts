@@ -14,7 +14,8 @@ const SOCKET_OPTIONS = { socket: { type: 'string' }, config: { type: 'string' } 
 const SOCKET_HELP = `  --socket PATH   the agent's control socket (default: $SCROOGE_SOCKET, else ${DEFAULT_SOCKET})
   --config FILE   take the control socket from the agent's config file`;
 
-function socketPath(values: { socket?: string | undefined; config?: string | undefined }): string {
+/** The agent's control socket: --socket, else --config's controlSocket, else $SCROOGE_SOCKET, else the default. */
+export function socketPath(values: { socket?: string | undefined; config?: string | undefined }): string {
   if (values.socket) return values.socket;
   if (values.config) return loadConfig(values.config).controlSocket;
   return process.env['SCROOGE_SOCKET'] || DEFAULT_SOCKET;

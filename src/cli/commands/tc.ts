@@ -15,7 +15,7 @@ import { planTraffic, type TrafficInput } from '../../traffic/plan.js';
 import { iptablesRestore, nftRuleset } from '../../traffic/rules.js';
 import { tcCommands } from '../../traffic/tc.js';
 import { type CliIO, type Command, formatTable, parseCommandLine, printJson } from '../command.js';
-import { DEFAULT_SOCKET } from './agent.js';
+import { socketPath } from './agent.js';
 
 const USAGE = `usage: scrooge tc plan --config FILE [--neighbors FILE] [--backend nft|iptables] [--json]
        scrooge tc show [--json] [--socket PATH | --config FILE]
@@ -94,7 +94,7 @@ const CLASS_NAMES: Record<string, string> = { '5c:1': 'total', '5c:10': 'own tra
 
 async function show(args: string[], io: CliIO): Promise<number> {
   const { values } = parseCommandLine(args, { socket: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
-  const socket = values.socket ?? (values.config ? loadConfig(values.config).controlSocket : process.env['SCROOGE_SOCKET'] || DEFAULT_SOCKET);
+  const socket = socketPath(values);
   const r = (await controlRequest(socket, 'traffic')) as { enabled: boolean; backend?: string; share?: number; untunneledDrops?: number; trees?: LiveTree[] };
   if (values.json) {
     printJson(io, r);
