@@ -16,6 +16,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
 import { type UpResult, downRun, listNamespaces, upRun } from '../../src/sim/build.js';
@@ -89,6 +90,10 @@ export async function cleanupAll(): Promise<void> {
   await downAll();
   if (ownBaseDir) rmSync(ownBaseDir, { recursive: true, force: true });
 }
+
+// Every test file that imports these helpers cleans up at its end, whether or not it asks to
+// (cleanupAll is idempotent): runs it started, helper processes, its temporary sim folder.
+afterAll(cleanupAll);
 
 /** Builds `scenario`, runs `fn`, and always removes the run again. */
 export async function withSim<T>(scenario: string, fn: (sim: UpResult) => Promise<T>): Promise<T> {
