@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
 import { type Runner, createRunner } from '../system/runner.js';
+import { USERSPACE_SOCKET_DIR } from '../system/wireguard.js';
 import { startAgents } from './agents.js';
 import { type SimPlan, namespaceName, planRun, validateRunId } from './plan.js';
 import {
@@ -49,7 +50,8 @@ const BATCH_TIMEOUT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Where wireguard-go puts its UAPI sockets (wireguard-go ipc/uapi_linux.go). */
-export const WIREGUARD_SOCKET_DIR = '/var/run/wireguard';
+/** Where wireguard-go keeps its control sockets (one directory for every namespace). */
+export const WIREGUARD_SOCKET_DIR = USERSPACE_SOCKET_DIR;
 
 export function requireRoot(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {

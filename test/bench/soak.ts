@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { controlRequest } from '../../src/agent/control.js';
 import { agentTunnelStatus, startAgent, stopAgent } from '../../src/sim/agents.js';
 import { downRun, upRun } from '../../src/sim/build.js';
-import { controlSocketPath, isAlive, loadRun, type SimRun } from '../../src/sim/run.js';
+import { controlSocketPath, isAlive, loadRun } from '../../src/sim/run.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
 import { createRunner } from '../../src/system/runner.js';
 

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HELLO, HELLO_CONFIRM, TUNNEL_CONFIRM, decodeMessage, fromBase64Strict } from '../../src/protocol/index.js';
 import { listNamespaces } from '../../src/sim/build.js';
+import { USERSPACE_SOCKET_DIR } from '../../src/system/wireguard.js';
 import { HIGH_SEQ, hello, helloConfirm, randomIdentity, tunnelOffer } from './forge.js';
 import {
   type Background,
@@ -48,7 +49,7 @@ import { comm, running } from './proc.js';
 afterEach(downAll);
 afterAll(cleanupAll);
 
-const WIREGUARD_SOCKETS = '/var/run/wireguard';
+const WIREGUARD_SOCKETS = USERSPACE_SOCKET_DIR;
 
 interface TunnelJson extends TunnelRow {
   neighbor: string;
