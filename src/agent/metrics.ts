@@ -9,7 +9,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { ScroogeError } from '../errors.js';
 
 export interface MetricsSource {
-  counters(): { sent: Record<string, number>; received: Record<string, number>; dropped: Record<string, number> };
+  counters(): { sent: Readonly<Record<string, number>>; received: Readonly<Record<string, number>>; dropped: Readonly<Partial<Record<string, number>>> };
   neighbors(): { state: string }[];
   tunnels(): Promise<{ neighbor: string; alias: string | null; ifname: string; rxBytes: number; txBytes: number; handshakeAgeSeconds: number | null }[]>;
   classes(): Promise<{ dev: string; classid: string; neighbor: string | null; alias: string | null; rateBits: number | null; bytes: number; packets: number; drops: number }[]>;
@@ -46,7 +46,7 @@ export function buildRegistry(source: MetricsSource): Registry {
   byType('scrooge_messages_received_total', 'Protocol messages accepted, by type', 'received');
   new Counter({ name: 'scrooge_messages_dropped_total', help: 'Datagrams dropped, by reason (PROTOCOL.md §7)', labelNames: ['reason'], ...opts, collect() {
     this.reset();
-    for (const [reason, v] of Object.entries(source.counters().dropped)) mirror(this, { reason }, v);
+    for (const [reason, v] of Object.entries(source.counters().dropped)) if (v !== undefined) mirror(this, { reason }, v);
   } });
   // One read of the tunnels and classes per scrape, shared by the metrics built from it.
   const tunnels = once(() => source.tunnels());

@@ -1,13 +1,13 @@
 /**
  * Operator settings per neighbor (alias, priority, cap) and the node's share: the config file's
- * values, overridden by changes made at run time through the CLI, which are persisted in the
- * state directory so a restart loses nothing.
+ * values, overridden by changes made at run time through the CLI, which the agent keeps in its
+ * state directory (settings.json) so a restart loses nothing. A value: a change makes a new
+ * Settings, which the agent stores only once the kernel holds it.
  */
-import { ScroogeError } from '../errors.js';
+import type { NeighborSettings, SetRequest, StoredSettings } from '../config/config.js';
 import { ALIAS } from '../config/config.js';
-import type { StoredNeighborSettings, StoredSettings } from './state.js';
-
-export const DEFAULT_PRIORITY = 1;
+import { DEFAULT_PRIORITY } from '../config/tunables.js';
+import { ScroogeError } from '../errors.js';
 
 export interface EffectiveNeighborSettings {
   alias: string | undefined;
@@ -18,9 +18,9 @@ export interface EffectiveNeighborSettings {
 
 export class Settings {
   constructor(
-    private readonly fromConfig: { share: number; neighbors: Record<string, { alias?: string | undefined; priority?: number | undefined; cap?: number | null | undefined }> },
-    private stored: StoredSettings,
-    private readonly persist: (s: StoredSettings) => void,
+    private readonly fromConfig: { share: number; neighbors: Readonly<Record<string, NeighborSettings>> },
+    /** What settings.json holds (validated by the config's schema). */
+    readonly stored: StoredSettings,
   ) {}
 
   get share(): number {
@@ -55,19 +55,19 @@ export class Settings {
     throw new ScroogeError('ENONEIGHBOR', `no neighbor "${name}"`, name.length < 4 && !ALIAS.test(name) ? 'give at least 4 characters of its key' : 'see `scrooge neighbors` for keys and aliases');
   }
 
-  update(key: string, change: StoredNeighborSettings): EffectiveNeighborSettings {
+  /**
+   * These settings with a (validated) request applied; nothing is stored. Returns the
+   * neighbor the request named, resolved to its key.
+   */
+  with(request: SetRequest, candidates: readonly string[]): { settings: Settings; neighbor: string | undefined } {
+    if ('share' in request) return { settings: new Settings(this.fromConfig, { ...this.stored, share: request.share }), neighbor: undefined };
+    const { neighbor: name, ...change } = request;
+    const key = this.resolve(name, candidates);
     if (change.alias !== undefined) {
       const taken = this.knownKeys().find((k) => k !== key && this.neighbor(k).alias === change.alias);
       if (taken) throw new ScroogeError('EALIAS', `alias "${change.alias}" is already used by ${taken.slice(0, 12)}`);
     }
     const next = { ...this.stored.neighbors[key], ...change };
-    this.stored = { ...this.stored, neighbors: { ...this.stored.neighbors, [key]: next } };
-    this.persist(this.stored);
-    return this.neighbor(key);
-  }
-
-  setShare(share: number): void {
-    this.stored = { ...this.stored, share };
-    this.persist(this.stored);
+    return { settings: new Settings(this.fromConfig, { ...this.stored, neighbors: { ...this.stored.neighbors, [key]: next } }), neighbor: key };
   }
 }

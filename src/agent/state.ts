@@ -8,6 +8,7 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseStoredSettings, type StoredSettings } from '../config/config.js';
 import { ScroogeError } from '../errors.js';
 import { parseU64 } from '../protocol/bytes.js';
 
@@ -16,18 +17,6 @@ export interface StoredTunnel {
   role: 'initiator' | 'responder';
   listenPort: number;
   iface: string;
-}
-
-export interface StoredNeighborSettings {
-  alias?: string | undefined;
-  priority?: number | undefined;
-  /** bit/s, or null for "no cap" (overrides a cap from the config file). */
-  cap?: number | null | undefined;
-}
-
-export interface StoredSettings {
-  share?: number;
-  neighbors: Record<string, StoredNeighborSettings>;
 }
 
 export class StateDir {
@@ -43,18 +32,25 @@ export class StateDir {
     }
   }
 
-  private read<T>(name: string): T | undefined {
+  /**
+   * A state file's JSON, or undefined if there is none. A corrupt snapshot (replay marks,
+   * tunnels) is treated as absent; a corrupt file an operator's changes live in (`strict`) is
+   * an error: silently starting without them would undo them. The atomic writes make both
+   * unlikely.
+   */
+  private read<T>(name: string, strict = false): T | undefined {
+    const path = join(this.dir, name);
     let text: string;
     try {
-      text = readFileSync(join(this.dir, name), 'utf8');
+      text = readFileSync(path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new ScroogeError('ESTATEDIR', `cannot read ${join(this.dir, name)}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      throw new ScroogeError('ESTATEDIR', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
     try {
       return JSON.parse(text) as T;
-    } catch {
-      // A corrupt file is treated as absent; the atomic writes make this unlikely.
+    } catch (err) {
+      if (strict) throw new ScroogeError('ESETTINGS', `${path} is not valid JSON: ${(err as Error).message}`, 'correct it, or remove the file to start from the config file\'s settings');
       return undefined;
     }
   }
@@ -102,9 +98,9 @@ export class StateDir {
     this.write('replay.json', entries, false);
   }
 
+  /** settings.json, validated by the config's own schema: a bad value is an error naming the file and field. */
   readSettings(): StoredSettings {
-    const s = this.read<StoredSettings>('settings.json');
-    return { ...(typeof s?.share === 'number' ? { share: s.share } : {}), neighbors: s?.neighbors && typeof s.neighbors === 'object' ? s.neighbors : {} };
+    return parseStoredSettings(this.read<unknown>('settings.json', true), join(this.dir, 'settings.json'));
   }
   writeSettings(s: StoredSettings): void {
     this.write('settings.json', s, true);

@@ -58,7 +58,7 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
     return 0;
   }
   try {
-    return await command.run(rest, io);
+    return await command.run(rest, io, { dispatch: main });
   } catch (err) {
     return reportError(err, command, io);
   }

@@ -10,12 +10,17 @@ export interface CliIO {
   err(text: string): void;
 }
 
+/** What the dispatcher hands every command: a way to run another command (`sim ctl` does). */
+export interface CliContext {
+  dispatch(argv: string[], io: CliIO): Promise<number>;
+}
+
 export interface Command {
   name: string;
   summary: string;
   /** Usage text shown by `scrooge help NAME` and after a usage error. */
   usage: string;
-  run(args: string[], io: CliIO): Promise<number>;
+  run(args: string[], io: CliIO, cli: CliContext): Promise<number>;
 }
 
 type Options = NonNullable<ParseArgsConfig['options']>;

@@ -1,13 +1,18 @@
 /**
- * The agent's JSON config: schema, defaults (in one place) and validation with errors that name
- * the field (`config tunnels.portRange: ...`). README "Configuration" documents every field.
+ * The agent's JSON config: schema, defaults (from tunables.ts) and validation with errors that
+ * name the field (`config tunnels.portRange: ...`). README "Configuration" documents every field.
+ * The schemas of the run-time settings (share, and per neighbor alias/priority/cap) are the
+ * same wherever a value comes from: the config file, the agent's settings.json, or a `set`
+ * request on the control socket (one validator for all three).
  * Pure: `parseConfig` takes already-read JSON; `loadConfig` (system edge) reads the file.
  */
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
+import { ConfigError, ScroogeError } from '../errors.js';
 import { canonicalIPv6 } from '../protocol/address.js';
 import { fromBase64Strict } from '../protocol/bytes.js';
+import { HELLO_GROUP, PROTOCOL_PORT } from '../protocol/constants.js';
+import * as T from './tunables.js';
 import { parseDuration, parseRate } from './units.js';
 
 const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -19,7 +24,7 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
-export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+export const rateSchema = z.union([z.number(), z.string()], { error: 'a rate, e.g. "2mbit", "500kbit", or a number of bit/s' }).transform((v, ctx) => {
   const bits = parseRate(v);
   if (bits === undefined) {
     ctx.addIssue({ code: 'custom', message: `not a rate: ${JSON.stringify(v)} (write e.g. "100mbit", "500kbit")` });
@@ -33,13 +38,65 @@ const ifaceName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'not an interface n
 const port = z.number().int().min(1).max(65535);
 export const ALIAS = /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/;
 
+// ---------------------------------------------------------------- run-time settings
+
+const SHARE_RULE = 'share must be in (0, 1]';
+export const shareSchema = z.number({ error: SHARE_RULE }).gt(0, SHARE_RULE).lte(1, SHARE_RULE);
+const PRIORITY_RULE = `an integer from 1 to ${T.MAX_PRIORITY}`;
+
 export const neighborSettingsSchema = z.object({
-  alias: z.string().regex(ALIAS, 'an alias starts with a letter: letters, digits, _ . - (max 32)').optional(),
-  /** Weight of the neighbor's share of sold bandwidth (PROTOCOL-independent; see tc/README.md). */
-  priority: z.number().int().min(1).max(1000).optional(),
+  alias: z.string({ error: 'a name: a letter, then letters, digits, _ . - (max 32)' })
+    .regex(ALIAS, 'an alias starts with a letter: letters, digits, _ . - (max 32)').optional(),
+  /** Weight of the neighbor's share of sold bandwidth (see tc/README.md). */
+  priority: z.number({ error: PRIORITY_RULE }).int(PRIORITY_RULE).min(1, PRIORITY_RULE).max(T.MAX_PRIORITY, PRIORITY_RULE).optional(),
   /** Ceiling for the neighbor's traffic, or null for none. */
   cap: z.union([rateSchema, z.null()]).optional(),
 }).strict();
+
+/** settings.json: what the operator changed at run time (overrides the config file). */
+export const storedSettingsSchema = z.object({
+  share: shareSchema.optional(),
+  neighbors: z.record(z.string(), neighborSettingsSchema).prefault({}),
+}).strict();
+
+/** A `set` request on the control socket: the share, or one neighbor's settings. */
+const setShareSchema = z.object({ share: shareSchema }).strict();
+const setNeighborSchema = neighborSettingsSchema.extend({ neighbor: z.string({ error: 'an alias, a key, or a key prefix' }).min(1) }).strict();
+
+export type NeighborSettings = z.infer<typeof neighborSettingsSchema>;
+export type StoredSettings = z.infer<typeof storedSettingsSchema>;
+export type SetRequest = z.infer<typeof setShareSchema> | z.infer<typeof setNeighborSchema>;
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+}
+
+/** The first problem zod found, as `[path, message]`. */
+function firstIssue(error: z.ZodError): [string, string] {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys')
+    return [formatPath(issue.path), `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`];
+  return [formatPath(issue.path), issue.message];
+}
+
+/** Validates a `set` request; a bad one is a ScroogeError naming the field (`priority: ...`). */
+export function parseSetRequest(args: unknown): SetRequest {
+  const isShare = typeof args === 'object' && args !== null && 'share' in args;
+  const r = (isShare ? setShareSchema : setNeighborSchema).safeParse(args);
+  if (r.success) return r.data;
+  const [path, message] = firstIssue(r.error);
+  throw new ScroogeError('EVALUE', path ? `${path}: ${message}` : message);
+}
+
+/** Validates what settings.json holds; `file` names it in the error. */
+export function parseStoredSettings(json: unknown, file: string): StoredSettings {
+  const r = storedSettingsSchema.safeParse(json ?? {});
+  if (r.success) return r.data;
+  const [path, message] = firstIssue(r.error);
+  throw new ScroogeError('ESETTINGS', `${file}${path ? ` ${path}` : ''}: ${message}`, 'correct the value, or remove the file to start from the config file\'s settings');
+}
+
+// ---------------------------------------------------------------- the config file
 
 const schema = z.object({
   keyFile: z.string().min(1),
@@ -51,32 +108,32 @@ const schema = z.object({
     z.object({ name: ifaceName, rate: rateSchema.optional() }).strict(),
   ])).min(1, 'name at least one mesh interface'),
   uplinks: z.array(z.object({ interface: ifaceName, rate: rateSchema }).strict()).default([]),
-  share: z.number().gt(0, 'share must be in (0, 1]').lte(1, 'share must be in (0, 1]').default(1),
+  share: shareSchema.default(T.SHARE),
   discovery: z.object({
-    group: z.string().refine((g) => canonicalIPv6(g)?.startsWith('ff02:') ?? false, 'must be a link-local multicast group (ff02::/16)').default('ff02::114'),
-    port: port.default(51819),
-    helloInterval: duration.default(1000),
+    group: z.string().refine((g) => canonicalIPv6(g)?.startsWith('ff02:') ?? false, 'must be a link-local multicast group (ff02::/16)').default(HELLO_GROUP),
+    port: port.default(PROTOCOL_PORT),
+    helloInterval: duration.default(T.HELLO_INTERVAL_MS),
     deadInterval: duration.optional(),
-    maxNeighbors: z.number().int().min(1).max(65536).default(256),
-  }).strict().default({ group: 'ff02::114', port: 51819, helloInterval: 1000, maxNeighbors: 256 }),
+    maxNeighbors: z.number().int().min(1).max(65536).default(T.MAX_NEIGHBORS),
+  }).strict().prefault({}),
   tunnels: z.object({
     enabled: z.boolean().default(true),
     backend: z.enum(['auto', 'kernel', 'userspace']).default('auto'),
-    portRange: z.tuple([port, port]).refine(([a, b]) => a <= b, 'first port must not be above the last').default([51820, 52819]),
-    mtu: z.number().int().min(1280).max(9000).default(1420),
-    keepalive: duration.default(5000),
+    portRange: z.tuple([port, port]).refine(([a, b]) => a <= b, 'first port must not be above the last').default([...T.TUNNEL_PORT_RANGE]),
+    mtu: z.number().int().min(1280).max(9000).default(T.TUNNEL_MTU),
+    keepalive: duration.default(T.KEEPALIVE_MS),
     deadAfter: duration.optional(),
-    handshakeTimeout: duration.default(15_000),
-    rekeyAfter: duration.default(24 * 3_600_000),
+    handshakeTimeout: duration.default(T.HANDSHAKE_TIMEOUT_MS),
+    rekeyAfter: duration.default(T.REKEY_AFTER_MS),
     removeOnStop: z.boolean().default(true),
-  }).strict().default({ enabled: true, backend: 'auto', portRange: [51820, 52819], mtu: 1420, keepalive: 5000, handshakeTimeout: 15_000, rekeyAfter: 24 * 3_600_000, removeOnStop: true }),
+  }).strict().prefault({}),
   traffic: z.object({
     enabled: z.boolean().default(true),
     backend: z.enum(['auto', 'nft', 'iptables']).default('auto'),
     /** Capacity assumed for a mesh interface without a `rate`. */
-    defaultRate: rateSchema.default(1e9),
+    defaultRate: rateSchema.default(T.DEFAULT_RATE),
     removeOnStop: z.boolean().default(true),
-  }).strict().default({ enabled: true, backend: 'auto', defaultRate: 1e9, removeOnStop: true }),
+  }).strict().prefault({}),
   neighbors: z.record(z.string(), neighborSettingsSchema).default({}),
   /** Prometheus endpoint, off unless set: "9585" (loopback), "127.0.0.1:9585", "[::1]:9585". */
   metrics: z.object({
@@ -89,12 +146,11 @@ const schema = z.object({
       }
       return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
     }).optional(),
-  }).strict().default({}),
-  log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') }).strict().default({ level: 'info' }),
+  }).strict().prefault({}),
+  log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') }).strict().prefault({}),
 }).strict();
 
 export type Config = ReturnType<typeof finish>;
-export type NeighborSettings = z.infer<typeof neighborSettingsSchema>;
 
 function finish(c: z.infer<typeof schema>, baseDir: string) {
   const path = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
@@ -106,23 +162,17 @@ function finish(c: z.infer<typeof schema>, baseDir: string) {
     passphraseFile: c.passphraseFile === undefined ? undefined : path(c.passphraseFile),
     stateDir,
     controlSocket: c.controlSocket === undefined ? resolve(stateDir, 'control.sock') : path(c.controlSocket),
-    discovery: { ...c.discovery, deadInterval: c.discovery.deadInterval ?? c.discovery.helloInterval * 3.5 },
-    tunnels: { ...c.tunnels, deadAfter: c.tunnels.deadAfter ?? keepaliveMs * 3 + 1000 },
+    discovery: { ...c.discovery, deadInterval: c.discovery.deadInterval ?? c.discovery.helloInterval * T.DEAD_INTERVAL_HELLOS },
+    tunnels: { ...c.tunnels, deadAfter: c.tunnels.deadAfter ?? keepaliveMs * T.DEAD_AFTER_KEEPALIVES + T.DEAD_AFTER_SLACK_MS },
   };
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }
 
 /** Validates parsed JSON. Relative paths are taken relative to `baseDir` (the config's folder). */
 export function parseConfig(json: unknown, baseDir: string): Config {
   const r = schema.safeParse(json);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    if (issue.code === 'unrecognized_keys')
-      throw new ConfigError(formatPath(issue.path), `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (a typo? README "Configuration" lists the fields)`);
-    throw new ConfigError(formatPath(issue.path), issue.message);
+    const [path, message] = firstIssue(r.error);
+    throw new ConfigError(path, message.startsWith('unknown field') ? `${message} (a typo? README "Configuration" lists the fields)` : message);
   }
   for (const key of Object.keys(r.data.neighbors)) {
     if (!fromBase64Strict(key, 32)) throw new ConfigError(`neighbors["${key}"]`, 'not a base64 ed25519 public key');

@@ -16,13 +16,12 @@ import {
   type Message, type MessageType, type TunnelConfirm, type TunnelOffer,
 } from '../protocol/messages.js';
 import type { SequenceSource } from '../protocol/sequence.js';
+import { HELLO_GROUP, PROTOCOL_PORT, WIREGUARD_REJECT_AFTER_MS } from '../protocol/constants.js';
+import * as T from '../config/tunables.js';
 import { Admission, DEFAULT_LIMITS, type AdmissionLimits, type DropReason } from './admission.js';
 import { RateLimiter } from './ratelimit.js';
 import { tunnelInterfaceName, tunnelLinkLocal } from './names.js';
 import type { ReplayMemory } from './replay.js';
-
-/** WireGuard's REJECT-AFTER-TIME: a session older than this cannot carry data. */
-export const WIREGUARD_REJECT_AFTER_MS = 180_000;
 
 export interface CoreOptions {
   /** Discovery/control UDP port (PROTOCOL.md §1). */
@@ -50,29 +49,31 @@ export interface TunnelOptions {
   /** Renegotiate a configured tunnel that has seen no handshake after this long. */
   handshakeTimeoutMs: number;
   rekeyAfterMs: number;
+  /** Offer retransmissions and failed setups back off from this to retryMaxMs, doubling. */
   retryMinMs: number;
   retryMaxMs: number;
 }
 
+/** The defaults, from tunables.ts (the config file's defaults come from there too). */
 export const DEFAULT_CORE_OPTIONS: CoreOptions = {
-  port: 51819,
-  group: 'ff02::114',
-  helloIntervalMs: 1000,
-  helloJitter: 0.25,
-  deadIntervalMs: 3500,
-  maxNeighbors: 256,
+  port: PROTOCOL_PORT,
+  group: HELLO_GROUP,
+  helloIntervalMs: T.HELLO_INTERVAL_MS,
+  helloJitter: T.HELLO_JITTER,
+  deadIntervalMs: T.HELLO_INTERVAL_MS * T.DEAD_INTERVAL_HELLOS,
+  maxNeighbors: T.MAX_NEIGHBORS,
   limits: DEFAULT_LIMITS,
   tunnels: {
     enabled: true,
-    portMin: 51820,
-    portMax: 52819,
-    mtu: 1420,
-    keepaliveSeconds: 5,
-    deadAfterMs: 16_000,
-    handshakeTimeoutMs: 15_000,
-    rekeyAfterMs: 24 * 3600_000,
-    retryMinMs: 1000,
-    retryMaxMs: 8000,
+    portMin: T.TUNNEL_PORT_RANGE[0],
+    portMax: T.TUNNEL_PORT_RANGE[1],
+    mtu: T.TUNNEL_MTU,
+    keepaliveSeconds: T.KEEPALIVE_MS / 1000,
+    deadAfterMs: T.KEEPALIVE_MS * T.DEAD_AFTER_KEEPALIVES + T.DEAD_AFTER_SLACK_MS,
+    handshakeTimeoutMs: T.HANDSHAKE_TIMEOUT_MS,
+    rekeyAfterMs: T.REKEY_AFTER_MS,
+    retryMinMs: T.RETRY_MIN_MS,
+    retryMaxMs: T.RETRY_MAX_MS,
   },
 };
 
@@ -93,7 +94,7 @@ export interface MeshInterface {
 
 export type CoreEvent =
   | { event: 'neighbor-added'; neighbor: string; iface: string; address: string }
-  | { event: 'neighbor-two-way'; neighbor: string }
+  | { event: 'neighbor-two-way'; neighbor: string; ifname: string }
   | { event: 'neighbor-quiet'; neighbor: string }
   | { event: 'neighbor-back'; neighbor: string }
   | { event: 'neighbor-removed'; neighbor: string; reason: string }
@@ -104,7 +105,8 @@ export type CoreEvent =
   | { event: 'tunnel-renegotiate'; neighbor: string; ifname: string; reason: string }
   | { event: 'tunnel-removed'; neighbor: string; ifname: string; reason: string }
   | { event: 'offer-crossed'; neighbor: string; winner: 'us' | 'them' }
-  | { event: 'tunnel-no-port'; neighbor: string; range: string };
+  | { event: 'tunnel-no-port'; neighbor: string; range: string }
+  | { event: 'tunnel-setup-failed'; neighbor: string; ifname: string; error: string; retryInMs: number };
 
 export type Action =
   | { kind: 'send'; iface: string; to: Endpoint; bytes: Uint8Array; type: MessageType; neighbor?: string }
@@ -121,7 +123,7 @@ export interface TunnelPeer {
   endpoint: Endpoint;
 }
 
-/** What the interface should look like: reconciled onto the kernel by the agent. */
+/** What a tunnel interface should carry: reconciled onto the kernel by the agent. */
 export interface TunnelIntent {
   ifname: string;
   neighbor: string;
@@ -134,6 +136,24 @@ export interface TunnelIntent {
   address: string;
   mtu: number;
   peer: (TunnelPeer & { keepaliveSeconds: number }) | undefined;
+}
+
+/**
+ * One tunnel interface the kernel should have (`desiredTunnels`). The core is the one record
+ * of what the kernel holds: the agent reports every setup (`tunnelApplied` / `tunnelFailed`),
+ * and the system is asked only which interfaces exist.
+ */
+export interface DesiredTunnel {
+  ifname: string;
+  neighbor: string;
+  /** What it should carry; undefined: only the interface, made ahead (a tunnel is coming). */
+  intent: TunnelIntent | undefined;
+  /** The kernel holds some configuration of it (an earlier generation, perhaps). */
+  configured: boolean;
+  /** The kernel holds `intent.generation`. */
+  applied: boolean;
+  /** Set it up now; false while a failed setup waits out its backoff. */
+  due: boolean;
 }
 
 interface TunnelKeys {
@@ -165,6 +185,27 @@ interface TunnelState {
   observedAt: number;
   /** Sent confirm for the current peer (responder); resent on a duplicate offer. */
   confirm: { peerKey: Uint8Array } | undefined;
+  /** Setups of this generation that failed, and when to try again (retryMinMs..retryMaxMs). */
+  setupFailures: number;
+  setupRetryAt: number;
+}
+
+/** A tunnel record: the fields given, the rest as for a tunnel not yet configured. */
+function newTunnel(
+  fields: Pick<TunnelState, 'ifname' | 'role' | 'phase' | 'listenPort' | 'active' | 'iface'> & Partial<TunnelState>,
+  now: number,
+): TunnelState {
+  return {
+    generation: 1, appliedGeneration: 0, offered: undefined, attempts: 0, nextRetryAt: now, configuredAt: now,
+    rekeyAt: Infinity, handshakeAt: undefined, rxBytes: 0, rxChangedAt: now, observedAt: 0, confirm: undefined,
+    setupFailures: 0, setupRetryAt: 0,
+    ...fields,
+  };
+}
+
+/** What the kernel already has of an old record, kept when a new negotiation reuses its interface. */
+function kernelFacts(old: TunnelState | undefined): Partial<TunnelState> {
+  return old ? { appliedGeneration: old.appliedGeneration, rxBytes: old.rxBytes, observedAt: old.observedAt } : {};
 }
 
 interface Path {
@@ -191,6 +232,10 @@ interface NeighborState {
   tunnel: TunnelState | undefined;
 }
 
+function newNeighbor(key: string, publicKey: Uint8Array, now: number): NeighborState {
+  return { key, publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined };
+}
+
 /** Read-only view of a neighbor for status output. */
 export interface NeighborView {
   key: string;
@@ -213,7 +258,10 @@ export interface TunnelView {
   peerKey: string | undefined;
   peerEndpoint: Endpoint | undefined;
   handshakeAt: number | undefined;
+  /** The kernel holds the current configuration. */
   applied: boolean;
+  /** The kernel holds some configuration (the interface is up, perhaps with an older one). */
+  configured: boolean;
 }
 
 /** Observations of a WireGuard interface, from `wg show` / the UAPI. */
@@ -262,8 +310,7 @@ export class MeshCore {
   private readonly admission: Admission;
   /** Ports that failed to bind, with when to try them again. */
   private readonly busyPorts = new Map<number, number>();
-  /** New tunnels per second, all neighbors together (20/s, bursts of 40: a 20-node LAN at once). */
-  private readonly newTunnels = new RateLimiter({ rate: 20, burst: 40 }, 1);
+  private readonly newTunnels = new RateLimiter({ rate: T.NEW_TUNNELS_PER_SECOND, burst: T.NEW_TUNNELS_BURST }, 1);
 
   constructor(private readonly deps: CoreDeps, options: Partial<CoreOptions> = {}) {
     this.options = { ...DEFAULT_CORE_OPTIONS, ...options, tunnels: { ...DEFAULT_CORE_OPTIONS.tunnels, ...options.tunnels } };
@@ -362,7 +409,7 @@ export class MeshCore {
     let n = this.neighbors.get(key);
     if (!n) {
       // Admission let an unknown sender through only with a hello or hello_confirm.
-      n = { key, publicKey: m.publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined };
+      n = newNeighbor(key, m.publicKey, now);
       this.neighbors.set(key, n);
       actions.push({ kind: 'event', event: 'neighbor-added', neighbor: key, iface: iface!, address: source.address });
     }
@@ -381,7 +428,7 @@ export class MeshCore {
 
     if (m.type !== HELLO) {
       // Any unicast message proves the neighbor has our control address: the link is two-way.
-      if (n.twoWayAt === undefined) actions.push({ kind: 'event', event: 'neighbor-two-way', neighbor: key });
+      if (n.twoWayAt === undefined) actions.push({ kind: 'event', event: 'neighbor-two-way', neighbor: key, ifname: this.ifnameOf(n) });
       n.twoWayAt = now;
     }
 
@@ -475,27 +522,21 @@ export class MeshCore {
     if (listenPort === undefined) return [this.noPort(n)];
     const keys = this.newKeys();
     const rekey = reason === 'rekey' && old?.phase === 'up';
-    const t: TunnelState = {
-      ifname: old?.ifname ?? tunnelInterfaceName(this.deps.identity.publicKey, n.publicKey),
+    const t = newTunnel({
+      ...kernelFacts(old),
+      ifname: this.ifnameOf(n),
       role: 'initiator',
       phase: 'offering',
       listenPort,
       // A re-key keeps the working configuration until the neighbor confirms the new key.
       active: rekey ? old!.active : { ...keys, peer: undefined },
       generation: (old?.generation ?? 0) + (rekey ? 0 : 1),
-      appliedGeneration: old?.appliedGeneration ?? 0,
       offered: keys,
       iface,
-      attempts: 0,
-      nextRetryAt: now,
       configuredAt: old?.configuredAt ?? now,
-      rekeyAt: Infinity,
       handshakeAt: rekey ? old!.handshakeAt : undefined,
-      rxBytes: old?.rxBytes ?? 0,
       rxChangedAt: old?.rxChangedAt ?? now,
-      observedAt: old?.observedAt ?? 0,
-      confirm: undefined,
-    };
+    }, now);
     n.tunnel = t;
     const actions: Action[] = [];
     if (old && reason !== 'new') actions.push({ kind: 'event', event: 'tunnel-renegotiate', neighbor: n.key, ifname: t.ifname, reason });
@@ -510,8 +551,7 @@ export class MeshCore {
     const target = this.unicastTarget(n, t.iface);
     if (!target) return [];
     t.attempts++;
-    const { retryMinMs, retryMaxMs } = this.options.tunnels;
-    t.nextRetryAt = now + Math.min(retryMaxMs, retryMinMs * 2 ** (t.attempts - 1));
+    t.nextRetryAt = now + this.backoff(t.attempts);
     return [
       { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered.privateKey },
       this.send(t.iface, target.control, {
@@ -541,26 +581,17 @@ export class MeshCore {
     const keys = crossed && t!.offered && t!.active.privateKey === t!.offered.privateKey ? t!.offered : this.newKeys();
     const listenPort = t?.listenPort ?? this.allocatePort(now);
     if (listenPort === undefined) return [this.noPort(n)];
-    n.tunnel = {
-      ifname: t?.ifname ?? tunnelInterfaceName(this.deps.identity.publicKey, n.publicKey),
+    n.tunnel = newTunnel({
+      ...kernelFacts(t),
+      ifname: this.ifnameOf(n),
       role: 'responder',
       phase: 'answering',
       listenPort,
       active: { ...keys, peer },
       generation: (t?.generation ?? 0) + 1,
-      appliedGeneration: t?.appliedGeneration ?? 0,
-      offered: undefined,
       iface,
-      attempts: 0,
       nextRetryAt: Infinity,
-      configuredAt: now,
-      rekeyAt: Infinity,
-      handshakeAt: undefined,
-      rxBytes: t?.rxBytes ?? 0,
-      rxChangedAt: now,
-      observedAt: t?.observedAt ?? 0,
-      confirm: undefined,
-    };
+    }, now);
     const actions: Action[] = [];
     if (crossed) actions.push({ kind: 'event', event: 'offer-crossed', neighbor: n.key, winner: 'them' });
     actions.push({ kind: 'event', event: 'tunnel-answer', neighbor: n.key, ifname: n.tunnel.ifname });
@@ -594,7 +625,7 @@ export class MeshCore {
     t.active = { ...t.offered, peer: { tunnelKey: m.tunnelKey, endpoint: withZone(m.endpoint, iface) } };
     t.iface = iface;
     t.phase = 'up';
-    t.generation++;
+    this.bump(t);
     t.configuredAt = now;
     t.handshakeAt = undefined;
     t.rekeyAt = now + this.options.tunnels.rekeyAfterMs;
@@ -607,6 +638,7 @@ export class MeshCore {
     const t = n?.tunnel;
     if (!n || !t || generation !== t.generation) return [];
     t.appliedGeneration = generation;
+    t.setupFailures = 0;
     if (t.phase === 'offering') return this.sendOfferIfDue(n, now);
     if (t.phase === 'answering') {
       t.phase = 'up';
@@ -617,19 +649,44 @@ export class MeshCore {
     return [];
   }
 
-  /** Applying failed. A busy port is avoided for a minute; anything else is retried by tick(). */
-  tunnelFailed(ifname: string, generation: number, reason: { portBusy?: boolean }, now: number): Action[] {
+  /**
+   * Setting a tunnel up failed. A busy port is avoided for a while and the tunnel moves to
+   * another one at once; anything else is set up again after a backoff (`desiredTunnels`
+   * says when it is due), so a persistent failure never costs a process a tick.
+   */
+  tunnelFailed(ifname: string, generation: number, reason: { portBusy?: boolean; error?: string }, now: number): Action[] {
     const n = this.neighborByIfname(ifname);
     const t = n?.tunnel;
     if (!n || !t || generation !== t.generation) return [];
     if (reason.portBusy) {
-      this.busyPorts.set(t.listenPort, now + 60_000);
+      this.busyPorts.set(t.listenPort, now + T.BUSY_PORT_MS);
       const port = this.allocatePort(now);
-      if (port === undefined) return [];
+      if (port === undefined) return [this.noPort(n)];
       t.listenPort = port;
-      t.generation++;
+      this.bump(t);
+      return [];
     }
-    return [];
+    t.setupFailures++;
+    const delay = this.backoff(t.setupFailures);
+    t.setupRetryAt = now + delay;
+    return [{ kind: 'event', event: 'tunnel-setup-failed', neighbor: n.key, ifname, error: reason.error ?? 'unknown', retryInMs: delay }];
+  }
+
+  /** retryMinMs, doubling with each attempt, at most retryMaxMs. */
+  private backoff(attempt: number): number {
+    const { retryMinMs, retryMaxMs } = this.options.tunnels;
+    return Math.min(retryMaxMs, retryMinMs * 2 ** Math.max(0, attempt - 1));
+  }
+
+  /** A new configuration for the interface: a new generation, with a fresh setup budget. */
+  private bump(t: TunnelState): void {
+    t.generation++;
+    t.setupFailures = 0;
+    t.setupRetryAt = 0;
+  }
+
+  private ifnameOf(n: NeighborState): string {
+    return n.tunnel?.ifname ?? tunnelInterfaceName(this.deps.identity.publicKey, n.publicKey);
   }
 
   /** Observations from WireGuard (see `tunnelsToWatch`). */
@@ -670,23 +727,29 @@ export class MeshCore {
     return undefined;
   }
 
-  /** Tunnels found at start (left by a previous run) that the state file vouches for. */
-  adoptTunnels(tunnels: readonly AdoptedTunnel[], now: number): void {
+  /**
+   * Tunnels found at start (left by a previous run) that the state file vouches for. The
+   * kernel holds them already: they are applied from the start. Returns the names adopted (a
+   * tunnel whose name is not ours for that neighbor is not: the agent removes it).
+   */
+  adoptTunnels(tunnels: readonly AdoptedTunnel[], now: number): { adopted: string[]; actions: Action[] } {
+    const adopted: string[] = [];
+    const actions: Action[] = [];
     for (const a of tunnels) {
       const key = toBase64(a.neighbor);
       if (a.ifname !== tunnelInterfaceName(this.deps.identity.publicKey, a.neighbor)) continue;
-      const n: NeighborState = this.neighbors.get(key) ?? {
-        key, publicKey: a.neighbor, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined,
-      };
+      const n = this.neighbors.get(key) ?? newNeighbor(key, a.neighbor, now);
       const keys = { privateKey: a.privateKey, publicKey: x25519PublicKey(a.privateKey) };
-      n.tunnel = {
-        ifname: a.ifname, role: a.role, phase: a.peer ? 'up' : 'offering', listenPort: a.listenPort,
-        active: { ...keys, peer: a.peer }, generation: 1, appliedGeneration: 0, offered: a.peer ? undefined : keys,
-        iface: a.iface, attempts: 0, nextRetryAt: now, configuredAt: now, rekeyAt: now + this.options.tunnels.rekeyAfterMs,
-        handshakeAt: undefined, rxBytes: 0, rxChangedAt: now, observedAt: 0, confirm: a.peer && a.role === 'responder' ? { peerKey: a.peer.tunnelKey } : undefined,
-      };
+      n.tunnel = newTunnel({
+        ifname: a.ifname, role: a.role, phase: a.peer ? 'up' : 'offering', listenPort: a.listenPort, iface: a.iface,
+        active: { ...keys, peer: a.peer }, offered: a.peer ? undefined : keys, rekeyAt: now + this.options.tunnels.rekeyAfterMs,
+        confirm: a.peer && a.role === 'responder' ? { peerKey: a.peer.tunnelKey } : undefined,
+      }, now);
       this.neighbors.set(key, n);
+      adopted.push(a.ifname);
+      actions.push(...this.tunnelApplied(a.ifname, n.tunnel.generation, now));
     }
+    return { adopted, actions };
   }
 
   // ---------------------------------------------------------------- time
@@ -749,16 +812,34 @@ export class MeshCore {
 
   // ---------------------------------------------------------------- views
 
-  desiredTunnels(): TunnelIntent[] {
-    const out: TunnelIntent[] = [];
+  /**
+   * Every tunnel interface the kernel should have: one per tunnel, plus interfaces made ahead
+   * for neighbors that proved the link two-way and have no tunnel yet (at most
+   * MAX_PREPARED_TUNNELS: each is a process for wireguard-go).
+   */
+  desiredTunnels(now: number): DesiredTunnel[] {
+    const out: DesiredTunnel[] = [];
+    let prepared = 0;
     for (const n of this.neighbors.values()) {
       const t = n.tunnel;
-      if (!t) continue;
+      if (!t) {
+        if (this.options.tunnels.enabled && n.twoWayAt !== undefined && prepared < T.MAX_PREPARED_TUNNELS) {
+          prepared++;
+          out.push({ ifname: this.ifnameOf(n), neighbor: n.key, intent: undefined, configured: false, applied: false, due: true });
+        }
+        continue;
+      }
       out.push({
-        ifname: t.ifname, neighbor: n.key, generation: t.generation,
-        privateKey: t.active.privateKey, publicKey: t.active.publicKey, listenPort: t.listenPort,
-        address: this.tunnelAddress, mtu: this.options.tunnels.mtu,
-        peer: t.active.peer ? { ...t.active.peer, keepaliveSeconds: this.options.tunnels.keepaliveSeconds } : undefined,
+        ifname: t.ifname, neighbor: n.key,
+        intent: {
+          ifname: t.ifname, neighbor: n.key, generation: t.generation,
+          privateKey: t.active.privateKey, publicKey: t.active.publicKey, listenPort: t.listenPort,
+          address: this.tunnelAddress, mtu: this.options.tunnels.mtu,
+          peer: t.active.peer ? { ...t.active.peer, keepaliveSeconds: this.options.tunnels.keepaliveSeconds } : undefined,
+        },
+        configured: t.appliedGeneration > 0,
+        applied: t.appliedGeneration === t.generation,
+        due: now >= t.setupRetryAt,
       });
     }
     return out;
@@ -784,6 +865,7 @@ export class MeshCore {
           peerEndpoint: t.active.peer?.endpoint,
           handshakeAt: t.handshakeAt,
           applied: t.appliedGeneration === t.generation,
+          configured: t.appliedGeneration > 0,
         },
       };
     });

@@ -13,13 +13,14 @@
  * (which deletes their veths and bridges), removes WireGuard UAPI sockets that killed
  * wireguard-go daemons left behind, and finally the run directory.
  */
-import { mkdir, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
+import { exists, mapLimited } from '../system/helpers.js';
 import { type Runner, createRunner } from '../system/runner.js';
-import { USERSPACE_SOCKET_DIR } from '../system/wireguard.js';
+import { USERSPACE_SOCKET_DIR } from '../system/wireguard/index.js';
 import { startAgents } from './agents.js';
 import { type SimPlan, namespaceName, planRun, validateRunId } from './plan.js';
 import {
@@ -49,10 +50,6 @@ const TERM_GRACE_MS = 2000;
 const BATCH_TIMEOUT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Where wireguard-go puts its UAPI sockets (wireguard-go ipc/uapi_linux.go). */
-/** Where wireguard-go keeps its control sockets (one directory for every namespace). */
-export const WIREGUARD_SOCKET_DIR = USERSPACE_SOCKET_DIR;
-
 export function requireRoot(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new ScroogeError('EPERM', `scrooge sim ${what} needs root: it manages network namespaces`, 'run it with sudo');
@@ -68,39 +65,21 @@ export async function listNamespaces(runner: Runner): Promise<string[]> {
     .filter((n) => n !== '');
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time; the first error wins (after all settle). */
-async function eachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const errors: unknown[] = [];
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (err) {
-        errors.push(err);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (errors.length) throw errors[0];
-}
-
 /** Creates everything in `plan`. The caller removes a partial build with `downRun`. */
 export async function applyPlan(plan: SimPlan, deps: { runner: Runner; logger?: Logger }): Promise<void> {
   const { runner, logger } = deps;
   const log = logger?.child({ component: 'sim', run: plan.runId });
   log?.debug({ namespaces: plan.namespaces.length, veths: plan.veths.length }, 'host batch');
   await runner(['ip', '-batch', '-'], { input: plan.hostBatch.join('\n') + '\n', timeoutMs: BATCH_TIMEOUT_MS });
-  await eachLimited(plan.ipBatches, PARALLEL, async ({ namespace, lines }) => {
+  await mapLimited(plan.ipBatches, PARALLEL, async ({ namespace, lines }) => {
     log?.debug({ namespace }, 'ip batch');
     await runner(['ip', '-n', namespace, '-batch', '-'], { input: lines.join('\n') + '\n', timeoutMs: BATCH_TIMEOUT_MS });
   });
-  await eachLimited(plan.tcBatches, PARALLEL, async ({ namespace, lines }) => {
+  await mapLimited(plan.tcBatches, PARALLEL, async ({ namespace, lines }) => {
     log?.debug({ namespace }, 'tc batch');
     await runner(['tc', '-n', namespace, '-batch', '-'], { input: lines.join('\n') + '\n', timeoutMs: BATCH_TIMEOUT_MS });
   });
-  await eachLimited(plan.nftRulesets, PARALLEL, async ({ namespace, ruleset }) => {
+  await mapLimited(plan.nftRulesets, PARALLEL, async ({ namespace, ruleset }) => {
     log?.debug({ namespace }, 'nft ruleset');
     await runner(['nft', '-f', '-'], { netns: namespace, input: ruleset, timeoutMs: BATCH_TIMEOUT_MS });
   });
@@ -133,7 +112,7 @@ export async function waitOperational(plan: SimPlan, runner: Runner, timeoutMs =
   const why = new Map<string, string>();
   for (;;) {
     const still: string[] = [];
-    await eachLimited(pending, PARALLEL, async (ns) => {
+    await mapLimited(pending, PARALLEL, async (ns) => {
       const { stdout } = await runner(['ip', '-n', ns, '-d', '-j', 'link', 'show']);
       const problems = (JSON.parse(stdout) as LinkJson[]).flatMap((l) => {
         const reason = notReady(l);
@@ -177,15 +156,6 @@ async function readScenario(file: string): Promise<string> {
     if (code === 'ENOENT') throw new ScroogeError('ESCENARIO', `scenario file ${file} not found`);
     if (code === 'EISDIR') throw new ScroogeError('ESCENARIO', `scenario file ${file} is a directory`);
     throw new ScroogeError('ESCENARIO', `cannot read scenario file ${file}: ${(err as Error).message}`);
-  }
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -299,7 +269,7 @@ async function pidsIn(runner: Runner, namespaces: string[]): Promise<number[]> {
 }
 
 /** Unlinks `*.sock` files in `dir` that refuse connections (their daemon is dead). */
-export async function removeStaleSockets(dir = WIREGUARD_SOCKET_DIR): Promise<string[]> {
+export async function removeStaleSockets(dir = USERSPACE_SOCKET_DIR): Promise<string[]> {
   let names: string[];
   try {
     names = (await readdir(dir)).filter((n) => n.endsWith('.sock'));

@@ -31,6 +31,7 @@
  * rest, as CORE's WLAN does with its per-pair link/unlink filter.
  */
 import { ScroogeError } from '../errors.js';
+import { htbQuantum } from '../traffic/plan.js';
 import {
   type Device,
   type Iface,
@@ -222,11 +223,6 @@ function unappliedOf(o: LinkOptions): Array<[UnappliedOption, number]> {
   if (o.dup > 0) out.push(['dup', o.dup]);
   if (o.buffer > 0 && !(o.bandwidth > 0)) out.push(['buffer', o.buffer]);
   return out;
-}
-
-/** htb quantum: rate/r2q as the kernel would pick, clamped to the range it accepts silently. */
-function htbQuantum(bitsPerSecond: number): number {
-  return Math.min(200_000, Math.max(1514, Math.round(bitsPerSecond / 8 / 10)));
 }
 
 /** tc lines that shape the egress of `ifname` to `o.bandwidth` (nothing if unlimited). */

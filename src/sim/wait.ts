@@ -73,7 +73,6 @@ export async function waitForTunnels(run: SimRun, timeoutMs: number, deps: WaitD
         try {
           seen.set(node, await deps.status(run, node));
         } catch (err) {
-          if (err instanceof ScroogeError && err.code === 'ENOTIMPL') throw err;
           seen.set(node, err instanceof Error ? err : new Error(String(err)));
         }
       }),

@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import type { Logger } from 'pino';
 import { parseRate } from '../config/units.js';
 import { ScroogeError } from '../errors.js';
-import { HANDLE, planTraffic, type TcTree, type TrafficInput, type TrafficPlan } from '../traffic/plan.js';
+import { HANDLE, neighborOfClass, planTraffic, type TcTree, type TrafficInput } from '../traffic/plan.js';
 import { IPT_FILTER_CHAIN, IPT_MANGLE_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
 import { tcCommands } from '../traffic/tc.js';
 import type { Runner } from './runner.js';
@@ -43,7 +43,7 @@ async function deviceIndex(dev: string): Promise<number | undefined> {
 
 export class TrafficControl {
   readonly log: Logger | undefined;
-  backend: FilterBackend = 'nft';
+  private filterBackend: FilterBackend = 'nft';
   private leaf: 'fq_codel' | 'none' = 'fq_codel';
   /** Trees as last applied, by device, with the device's ifindex (a re-created device is new). */
   private current = new Map<string, { tree: TcTree; ifindex: number }>();
@@ -56,7 +56,8 @@ export class TrafficControl {
   private checked = new Map<string, number>();
   private foreign = new Set<string>();
   private started = false;
-  lastPlan: TrafficPlan | undefined;
+  /** Neighbor key -> its uplink class, as last applied (for liveClasses). */
+  private classOf: ReadonlyMap<string, string> = new Map();
 
   constructor(
     private readonly deps: { run: Runner; logger?: Logger; deviceIndex?: (dev: string) => Promise<number | undefined> },
@@ -65,12 +66,16 @@ export class TrafficControl {
     this.log = deps.logger?.child({ component: 'traffic' });
   }
 
+  get backend(): FilterBackend {
+    return this.filterBackend;
+  }
+
   /** Picks the filter backend. */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    this.backend = await this.pickBackend();
-    this.log?.info({ backend: this.backend }, `packet filter: ${this.backend === 'nft' ? 'nftables table inet scrooge' : 'iptables chains SCROOGE-*'}`);
+    this.filterBackend = await this.pickBackend();
+    this.log?.info({ backend: this.backend }, `packet filter: ${this.filterBackend === 'nft' ? 'nftables table inet scrooge' : 'iptables chains SCROOGE-*'}`);
   }
 
   private async pickBackend(): Promise<FilterBackend> {
@@ -120,7 +125,6 @@ export class TrafficControl {
       leaf: this.leaf,
     };
     const plan = planTraffic(full);
-    this.lastPlan = plan;
 
     // Trees of devices that are gone went with them; a device re-created since is new.
     const current = new Map<string, TcTree>();
@@ -143,21 +147,22 @@ export class TrafficControl {
       }
     }
     this.current = new Map(plan.trees.map((t) => [t.dev, { tree: t, ifindex: present.get(t.dev)! }]));
+    this.classOf = plan.classOf;
 
     let filterChanged = false;
-    const filter = this.backend === 'nft' ? nftRuleset(full, plan, this.lastFilter === '') : iptablesRestore(full, plan);
+    const filter = this.filterBackend === 'nft' ? nftRuleset(full, plan, this.lastFilter === '') : iptablesRestore(full, plan);
     if (filter !== this.lastFilter) {
-      if (this.backend === 'iptables' && this.lastFilter) this.droppedBefore += await this.iptablesDrops();
+      if (this.filterBackend === 'iptables' && this.lastFilter) this.droppedBefore += await this.iptablesDrops();
       await this.applyFilter(filter);
       // The incremental nft text is what later applies are compared with.
-      this.lastFilter = this.backend === 'nft' ? nftRuleset(full, plan, false) : filter;
+      this.lastFilter = this.filterBackend === 'nft' ? nftRuleset(full, plan, false) : filter;
       filterChanged = true;
     }
     return { filterChanged, tcCommands: lines.length, ms: Math.round(performance.now() - started) };
   }
 
   private async applyFilter(text: string): Promise<void> {
-    if (this.backend === 'nft') {
+    if (this.filterBackend === 'nft') {
       await this.deps.run(['nft', '-f', '-'], { input: text });
       return;
     }
@@ -176,7 +181,7 @@ export class TrafficControl {
   /** Removes exactly what this agent added: the filter, and its root qdiscs on present devices. */
   async stop(): Promise<void> {
     if (!this.started) return;
-    if (this.backend === 'nft') {
+    if (this.filterBackend === 'nft') {
       await this.deps.run(['nft', '-f', '-'], { input: NFT_REMOVE }).catch((err) => this.log?.error({ err: (err as Error).message }, 'removing nft table failed'));
     } else {
       for (const cmd of ['iptables', 'ip6tables']) {
@@ -199,7 +204,7 @@ export class TrafficControl {
   /** Packets dropped because they came from a mesh interface without a tunnel. */
   async untunneledDrops(): Promise<number> {
     if (!this.lastFilter) return 0;
-    if (this.backend === 'nft') {
+    if (this.filterBackend === 'nft') {
       const { stdout } = await this.deps.run(['nft', '-j', 'list', 'counter', 'inet', 'scrooge', 'untunneled']);
       const entries = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
       return entries.find((e) => e.counter)?.counter?.packets ?? 0;
@@ -219,13 +224,14 @@ export class TrafficControl {
     return total;
   }
 
-  /** The live classes (with byte/packet/drop counters) of every tree this agent manages. */
-  async liveClasses(): Promise<{ dev: string; kind: string; neighbor: string | undefined; classes: LiveClass[] }[]> {
-    const out = [];
+  /** The live classes (with byte/packet/drop counters, and the neighbor each is sold to) of every tree this agent manages. */
+  async liveClasses(): Promise<LiveTree[]> {
+    const out: LiveTree[] = [];
     for (const { tree: t } of this.current.values()) {
       // This iproute2 prints htb classes as text even with -j: parse the text.
       const { stdout } = await this.deps.run(['tc', '-s', 'class', 'show', 'dev', t.dev], { okExitCodes: [0, 1] });
-      out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: parseTcClasses(stdout).filter((c) => c.classid.startsWith(`${HANDLE}:`)) });
+      const classes = parseTcClasses(stdout).filter((c) => c.classid.startsWith(`${HANDLE}:`));
+      out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: classes.map((c) => ({ ...c, neighbor: neighborOfClass(t, c.classid, this.classOf) ?? null })) });
     }
     return out;
   }
@@ -250,6 +256,14 @@ export function parseTcClasses(text: string): LiveClass[] {
     }
   }
   return out;
+}
+
+export interface LiveTree {
+  dev: string;
+  kind: 'uplink' | 'tunnel';
+  /** The neighbor a tunnel's tree is for. */
+  neighbor: string | undefined;
+  classes: (LiveClass & { neighbor: string | null })[];
 }
 
 export interface LiveClass {

@@ -14,14 +14,30 @@ export interface Source {
   iface: string | undefined;
 }
 
-export class UdpTransport {
+/** What the agent needs of its discovery socket (an in-memory one stands in for it in tests). */
+export interface Transport {
+  onDatagram(handler: (bytes: Uint8Array, source: Source) => void): void;
+  /** Joins the hello group on exactly these interfaces. */
+  setInterfaces(names: readonly string[]): void;
+  send(iface: string, to: Endpoint, bytes: Uint8Array): void;
+  readonly sendErrors: number;
+  close(): Promise<void>;
+}
+
+export interface TransportOptions {
+  port: number;
+  group: string;
+  logger?: Logger | undefined;
+}
+
+export class UdpTransport implements Transport {
   private readonly joined = new Set<string>();
   private closed = false;
   sendErrors = 0;
 
   private constructor(private readonly socket: Socket, private readonly group: string, private readonly log: Logger | undefined) {}
 
-  static async open(opts: { port: number; group: string; logger?: Logger }): Promise<UdpTransport> {
+  static async open(opts: TransportOptions): Promise<UdpTransport> {
     const socket = createSocket({ type: 'udp6', reuseAddr: false, ipv6Only: true });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err: NodeJS.ErrnoException) => {

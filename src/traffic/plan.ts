@@ -82,8 +82,26 @@ export interface TrafficPlan {
   trees: TcTree[];
 }
 
-function quantum(rate: number): number {
-  // HTB's own default is rate/r2q (r2q=10); clamp to one MTU .. 200 kB as the kernel advises.
+/** What each of Scrooge's fixed classes is, for people (tc show, metrics). */
+export const CLASS_LABELS: Readonly<Record<string, string>> = {
+  [CLASS_ROOT]: 'total',
+  [CLASS_OWN]: 'own traffic',
+  [CLASS_SOLD]: 'sold',
+  [CLASS_SPARE]: 'sold: spare (empty)',
+};
+
+/**
+ * The neighbor a class is sold to, if any: on an uplink, its own class (`classOf`); on the
+ * tunnel to a neighbor, the sold class.
+ */
+export function neighborOfClass(tree: { kind: 'uplink' | 'tunnel'; neighbor?: string | undefined }, classid: string, classOf: ReadonlyMap<string, string>): string | undefined {
+  if (tree.kind === 'tunnel') return classid === CLASS_SOLD ? tree.neighbor : undefined;
+  for (const [key, c] of classOf) if (c === classid) return key;
+  return undefined;
+}
+
+/** HTB's quantum for a class of `rate` bit/s: its own default rate/r2q (r2q = 10), clamped to one MTU .. 200 kB as the kernel advises. */
+export function htbQuantum(rate: number): number {
   return Math.min(200_000, Math.max(1514, Math.round(rate / 8 / 10)));
 }
 
@@ -99,7 +117,7 @@ function burst(rate: number): number {
 function cls(classid: string, parent: string, rate: number, ceil: number, prio: number, leaf: boolean): TcClass {
   const r = Math.max(MIN_RATE, Math.round(rate));
   const c = Math.max(r, Math.round(ceil));
-  return { classid, parent, rate: r, ceil: c, prio, quantum: quantum(r), burst: burst(r), cburst: burst(c), leaf };
+  return { classid, parent, rate: r, ceil: c, prio, quantum: htbQuantum(r), burst: burst(r), cburst: burst(c), leaf };
 }
 
 /**

@@ -5,15 +5,15 @@
 import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
-import { WIREGUARD_SOCKET_DIR, upRun } from '../../src/sim/build.js';
+import { upRun } from '../../src/sim/build.js';
+import { USERSPACE_SOCKET_DIR as WIREGUARD_SOCKET_DIR } from '../../src/system/wireguard/index.js';
 import { runDir } from '../../src/sim/run.js';
 import {
   SCENARIOS,
   background,
-  cleanupAll,
   down,
   downAll,
   hostState,
@@ -32,7 +32,6 @@ import {
 } from './lib.js';
 
 afterEach(downAll);
-afterAll(cleanupAll);
 
 /** Runs the CLI in-process and captures what it prints. */
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -12,10 +12,10 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { HELLO, HELLO_CONFIRM, TUNNEL_CONFIRM, decodeMessage, fromBase64Strict } from '../../src/protocol/index.js';
 import { listNamespaces } from '../../src/sim/build.js';
-import { USERSPACE_SOCKET_DIR } from '../../src/system/wireguard.js';
+import { USERSPACE_SOCKET_DIR } from '../../src/system/wireguard/index.js';
 import { HIGH_SEQ, hello, helloConfirm, randomIdentity, tunnelOffer } from './forge.js';
 import {
   type Background,
@@ -23,7 +23,6 @@ import {
   agent,
   agentLog,
   background,
-  cleanupAll,
   ctlJson,
   down,
   downAll,
@@ -47,7 +46,6 @@ import {
 import { comm, running } from './proc.js';
 
 afterEach(downAll);
-afterAll(cleanupAll);
 
 const WIREGUARD_SOCKETS = USERSPACE_SOCKET_DIR;
 

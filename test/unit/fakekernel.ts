@@ -1,8 +1,12 @@
 /**
  * A stateful fake of the parts of tc and nft Scrooge uses (STYLE.md: a fake OS that keeps
  * tables and prints them as sorted text, and throws on anything it does not understand), so
- * planner tests check the state reached, not the exact commands.
+ * planner tests check the state reached, not the exact commands. `kernelRunner` puts it behind
+ * the command runner TrafficControl uses.
  */
+import { CommandError } from '../../src/errors.js';
+import type { RunOptions, RunResult, Runner } from '../../src/system/runner.js';
+
 interface FakeClass {
   parent: string;
   params: string;
@@ -35,6 +39,28 @@ export class FakeKernel {
   recreate(dev: string): void {
     this.qdiscs.delete(dev);
     this.indexes.set(dev, this.nextIndex++);
+  }
+
+  /** A device appears (a tunnel interface was made). */
+  addDevice(dev: string): void {
+    this.devices.add(dev);
+    this.indexes.set(dev, this.nextIndex++);
+  }
+
+  /** A device goes, and its qdiscs with it. */
+  removeDevice(dev: string): void {
+    this.devices.delete(dev);
+    this.qdiscs.delete(dev);
+  }
+
+  /** `tc -s class show dev DEV` as this iproute2 prints it (counters all zero). */
+  classShow(dev: string): string {
+    const q = this.qdiscs.get(dev);
+    if (!q) return '';
+    return [...q.classes].map(([id, c]) => {
+      const where = c.parent === q.handle ? 'root' : `parent ${c.parent}`;
+      return `class htb ${id} ${where} ${c.params}\n Sent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0)\n`;
+    }).join('');
   }
 
   tc(line: string): void {
@@ -135,4 +161,45 @@ export class FakeKernel {
     }
     return out.join('\n');
   }
+}
+
+/**
+ * A runner that understands exactly the commands TrafficControl uses, backed by a FakeKernel.
+ * `fqCodel: false`: the kernel has no fq_codel (as these machines). `refuse`: a tc batch
+ * containing a line that matches is refused, as the kernel refuses a change it cannot make.
+ */
+export function kernelRunner(kernel: FakeKernel, opts: { fqCodel?: boolean; refuse?: () => RegExp | undefined } = {}): Runner & { calls: string[][] } {
+  const calls: string[][] = [];
+  const run = async (argv: readonly string[], o: RunOptions = {}): Promise<RunResult> => {
+    calls.push([...argv]);
+    const ok = (stdout = '') => ({ argv, exitCode: 0, stdout, stderr: '' });
+    const cmd = argv.join(' ');
+    if (cmd === 'nft list tables') return ok();
+    if (cmd === 'tc -j qdisc show') return ok(JSON.stringify([...kernel.qdiscs].map(([dev, q]) => ({ dev, kind: q.kind, handle: q.handle ?? '0:', root: true }))));
+    if (cmd === 'nft -f -') {
+      kernel.nft(o.input!);
+      return ok();
+    }
+    if (cmd === 'nft -j list counter inet scrooge untunneled') {
+      if (!kernel.nftTable) throw new CommandError(argv, 1, 'Error: No such file or directory');
+      return ok(JSON.stringify({ nftables: [{ metainfo: {} }, { counter: { packets: kernel.nftTable.counter, bytes: 0 } }] }));
+    }
+    if (argv[0] === 'tc' && argv[1] === '-s' && argv[2] === 'class' && argv[3] === 'show' && argv[4] === 'dev') return ok(kernel.classShow(argv[5]!));
+    if (cmd === 'tc -batch -' || cmd === 'tc -force -batch -') {
+      const refuse = opts.refuse?.();
+      for (const line of o.input!.trim().split('\n')) {
+        if (!opts.fqCodel && / fq_codel$/.test(line)) throw new CommandError(argv, 2, 'Error: Specified qdisc kind is unknown.');
+        if (refuse?.test(line)) throw new CommandError(argv, 2, `RTNETLINK answers: Invalid argument (refused: ${line})`);
+        try {
+          kernel.tc(line);
+        } catch (err) {
+          if (cmd.includes('-force')) continue;
+          throw new CommandError(argv, 1, (err as Error).message);
+        }
+      }
+      return ok();
+    }
+    throw new Error(`fake runner: unexpected command: ${cmd}`);
+  };
+  return Object.assign(run, { calls });
 }

@@ -151,7 +151,7 @@ export class MeshSim {
   /** The "agent": reconcile intents onto the fake kernel after a delay, report back. */
   private reconcile(node: SimNode): void {
     if (!node.running) return;
-    const desired = node.core.desiredTunnels();
+    const desired = node.core.desiredTunnels(this.now).flatMap((d) => (d.intent ? [d.intent] : []));
     const names = new Set(desired.map((d) => d.ifname));
     for (const ifname of [...node.applied.keys()]) if (!names.has(ifname)) node.applied.delete(ifname);
     for (const d of desired) {
@@ -163,7 +163,7 @@ export class MeshSim {
       this.at(this.applyDelayMs, () => {
         this.pendingApply.delete(pendingKey);
         if (!node.running) return;
-        const now = node.core.desiredTunnels().find((x) => x.ifname === d.ifname);
+        const now = node.core.desiredTunnels(this.now).find((x) => x.ifname === d.ifname)?.intent;
         if (!now || now.generation !== d.generation) return;
         node.applied.set(d.ifname, d);
         this.handle(node, node.core.tunnelApplied(d.ifname, d.generation, this.now));

@@ -1,11 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CommandError } from '../../src/errors.js';
-import type { Runner } from '../../src/system/runner.js';
 import { TrafficControl } from '../../src/system/traffic.js';
 import { CLASS_SOLD, MIN_RATE, neighborClasses, planTraffic, type TrafficInput, type TunnelInput } from '../../src/traffic/plan.js';
 import { iptablesRestore, nftRuleset } from '../../src/traffic/rules.js';
-import { FakeKernel } from './fakekernel.js';
+import { FakeKernel, kernelRunner } from './fakekernel.js';
 
 const KEYS = ['AAAA', 'BBBB', 'CCCC', 'DDDD', 'EEEE', 'FFFF'].map((k) => `${k}${'x'.repeat(39)}=`);
 const IF = (i: number) => `sc${'0123456789abc'.slice(0, 12)}${i}`;
@@ -18,38 +16,8 @@ function base(tunnels: TunnelInput[], share = 0.5): Omit<TrafficInput, 'leaf'> {
   return { share, meshInterfaces: [{ name: 'eth0', rate: 100e6 }], uplinks: [{ name: 'eth1', rate: 20e6 }], tunnels };
 }
 
-/** A runner that understands exactly the commands TrafficControl uses, backed by a FakeKernel. */
-function fakeRunner(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}): Runner & { calls: string[][] } {
-  const calls: string[][] = [];
-  const run = async (argv: readonly string[], o: { input?: string } = {}) => {
-    calls.push([...argv]);
-    const ok = (stdout = '') => ({ argv, exitCode: 0, stdout, stderr: '' });
-    const cmd = argv.join(' ');
-    if (cmd === 'nft list tables') return ok();
-    if (cmd === 'tc -j qdisc show') return ok(JSON.stringify([...kernel.qdiscs].map(([dev, q]) => ({ dev, kind: q.kind, handle: q.handle ?? '0:', root: true }))));
-    if (cmd === 'nft -f -') {
-      kernel.nft(o.input!);
-      return ok();
-    }
-    if (cmd === 'tc -batch -' || cmd === 'tc -force -batch -') {
-      for (const line of o.input!.trim().split('\n')) {
-        if (!opts.fqCodel && / fq_codel$/.test(line)) throw new CommandError(argv, 2, 'Error: Specified qdisc kind is unknown.');
-        try {
-          kernel.tc(line);
-        } catch (err) {
-          if (cmd.includes('-force')) continue;
-          throw new CommandError(argv, 1, (err as Error).message);
-        }
-      }
-      return ok();
-    }
-    throw new Error(`fake runner: unexpected command: ${cmd}`);
-  };
-  return Object.assign(run, { calls });
-}
-
 async function newControl(kernel: FakeKernel, opts: { fqCodel?: boolean } = {}) {
-  const run = fakeRunner(kernel, opts);
+  const run = kernelRunner(kernel, opts);
   const tc = new TrafficControl({ run, deviceIndex: async (d) => kernel.ifindex(d) }, { backend: 'auto' });
   await tc.start();
   return { tc, run };

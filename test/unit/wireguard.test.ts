@@ -2,7 +2,7 @@
 // read what the kernel (`wg show all dump`) and wireguard-go (UAPI get) answer.
 import { describe, expect, it } from 'vitest';
 import type { TunnelIntent } from '../../src/neighbors/core.js';
-import { parseUapi, parseWgDump, uapiSet } from '../../src/system/wireguard.js';
+import { parseUapi, parseWgDump, uapiSet } from '../../src/system/wireguard/text.js';
 
 const key = (b: number) => new Uint8Array(32).fill(b);
 const hex = (b: number) => Buffer.from(key(b)).toString('hex');

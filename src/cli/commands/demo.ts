@@ -13,6 +13,7 @@ import { formatRate } from '../../config/units.js';
 import { ScroogeError, UsageError } from '../../errors.js';
 import { agentTunnelStatus } from '../../sim/agents.js';
 import { downRun, requireRoot, upRun } from '../../sim/build.js';
+import { RUN_ID } from '../../sim/plan.js';
 import { controlSocketPath, loadRun, type SimRun } from '../../sim/run.js';
 import { agentPairs } from '../../sim/scenario.js';
 import { waitForTunnels } from '../../sim/wait.js';
@@ -49,7 +50,7 @@ with iperf3). Writes a picture of the mesh (SVG, with graphviz). Then takes it a
 `,
   async run(args, io) {
     const { values } = parseCommandLine(args, { keep: { type: 'boolean' }, id: { type: 'string' }, picture: { type: 'string' } }, { max: 0 });
-    if (values.id !== undefined && !/^[a-z0-9]{1,10}$/.test(values.id)) throw new UsageError('--id must be 1-10 lowercase letters or digits');
+    if (values.id !== undefined && !RUN_ID.test(values.id)) throw new UsageError('--id must be 1-10 lowercase letters or digits');
     requireRoot('demo');
     const id = values.id ?? `demo${randomBytes(2).toString('hex')}`;
     const picture = resolve(values.picture ?? 'scrooge-demo.svg');

@@ -1,7 +1,8 @@
 /** `scrooge run`: the daemon in the foreground. */
 import { Agent } from '../../agent/daemon.js';
 import { createLogger } from '../../agent/logging.js';
-import { UsageError } from '../../errors.js';
+import { STOP_BUDGET_MS } from '../../config/tunables.js';
+import { ScroogeError, UsageError } from '../../errors.js';
 import { loadConfig } from '../../system/config-file.js';
 import { createRunner } from '../../system/runner.js';
 import { type Command, parseCommandLine } from '../command.js';
@@ -20,46 +21,53 @@ unless the config says to leave them).
   --log-level LEVEL  trace, debug, info (default: the config's log.level), warn, error
   --pretty           human-readable logs
 `,
-  async run(args, io) {
+  async run(args) {
     const { values } = parseCommandLine(args, { config: { type: 'string' }, 'log-level': { type: 'string' }, pretty: { type: 'boolean' } }, { max: 0 });
     if (!values.config) throw new UsageError('--config FILE is required');
     if (values['log-level'] && !LEVELS.includes(values['log-level'])) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const config = loadConfig(values.config);
+    if ((config.tunnels.enabled || config.traffic.enabled) && process.getuid?.() !== 0)
+      throw new ScroogeError('ENOTROOT', 'scrooge run needs root (CAP_NET_ADMIN) to build tunnels and program the kernel',
+        'run it as root, or set tunnels.enabled and traffic.enabled to false for discovery only');
     const logger = await createLogger({ level: values['log-level'] ?? config.log.level, pretty: !!values.pretty });
-    const agent = new Agent(config, { run: createRunner({ logger }), logger });
-    const stopped = new Promise<void>((resolve) => {
-      let stopping = false;
-      const onSignal = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'stopping');
-        // Stop within 2 s whatever happens.
-        setTimeout(() => process.exit(1), 2000).unref();
-        void agent.stop().then(resolve, (err) => {
-          logger.error({ err }, 'stop failed');
-          resolve();
-        });
-      };
-      process.on('SIGTERM', () => onSignal('SIGTERM'));
-      process.on('SIGINT', () => onSignal('SIGINT'));
-    });
-    try {
-      await agent.start();
-    } catch (err) {
-      await agent.stop().catch(() => {});
-      logger.flush();
-      throw err;
-    }
-    // From here on the process is the agent: a bug must leave a trace in the log.
-    const crash = (kind: string) => (err: unknown) => {
-      logger.fatal({ err }, `${kind}: the agent stops`);
-      process.exit(70);
+    const agent = new Agent({ run: createRunner({ logger }), logger }, config);
+
+    let stopping = false;
+    let stopped!: () => void;
+    const done = new Promise<void>((resolve) => (stopped = resolve));
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      // Stop within the budget whatever happens.
+      setTimeout(() => process.exit(1), STOP_BUDGET_MS).unref();
+      void agent.stop().then(stopped, (err) => {
+        logger.error({ err }, 'stop failed');
+        stopped();
+      });
     };
-    process.on('uncaughtException', crash('uncaught exception'));
-    process.on('unhandledRejection', crash('unhandled rejection'));
-    await stopped;
-    logger.flush();
-    void io;
-    return 0;
+    const signals = ['SIGTERM', 'SIGINT'] as const;
+    for (const s of signals) process.on(s, onSignal);
+    try {
+      try {
+        await agent.start();
+      } catch (err) {
+        await agent.stop().catch(() => {});
+        logger.flush();
+        throw err;
+      }
+      // From here on the process is the agent: a bug must leave a trace in the log.
+      const crash = (kind: string) => (err: unknown) => {
+        logger.fatal({ err }, `${kind}: the agent stops`);
+        process.exit(70);
+      };
+      process.on('uncaughtException', crash('uncaught exception'));
+      process.on('unhandledRejection', crash('unhandled rejection'));
+      await done;
+      logger.flush();
+      return 0;
+    } finally {
+      for (const s of signals) process.off(s, onSignal);
+    }
   },
 };

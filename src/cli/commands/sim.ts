@@ -10,7 +10,7 @@ import { controlSocketPath, isAlive, loadRun, requireNode, runIds } from '../../
 import { runStatus } from '../../sim/status.js';
 import { waitForTunnels } from '../../sim/wait.js';
 import { createRunner } from '../../system/runner.js';
-import { type CliIO, type Command, formatTable, parseCommandLine, printJson, splitAtDoubleDash } from '../command.js';
+import { type CliContext, type CliIO, type Command, formatTable, parseCommandLine, printJson, splitAtDoubleDash } from '../command.js';
 
 const USAGE = `usage: scrooge sim SUBCOMMAND ...
 
@@ -38,7 +38,7 @@ export const sim: Command = {
   name: 'sim',
   summary: 'build CORE scenarios in network namespaces',
   usage: USAGE,
-  async run(args, io) {
+  async run(args, io, cli) {
     const [sub, ...rest] = args;
     switch (sub) {
       case 'up':
@@ -52,7 +52,7 @@ export const sim: Command = {
       case 'exec':
         return exec(rest);
       case 'ctl':
-        return ctl(rest, io);
+        return ctl(rest, io, cli);
       case 'wait':
         return wait(rest, io);
       case 'agent':
@@ -222,14 +222,12 @@ async function exec(args: string[]): Promise<number> {
   return execInNode(run, node, command, await listNamespaces(createRunner()));
 }
 
-async function ctl(args: string[], io: CliIO): Promise<number> {
+async function ctl(args: string[], io: CliIO, cli: CliContext): Promise<number> {
   const { id, node, command } = splitCommand(args, 'SUBCOMMAND');
   const run = await loadRun(id);
   requireNode(run, node);
   const [name, ...rest] = command;
-  // Loaded here, not at the top: cli.ts loads this module, so a static import would be a cycle.
-  const { main } = await import('../cli.js');
-  return main([name!, ...rest, '--socket', controlSocketPath(run.id, node)], io);
+  return cli.dispatch([name!, ...rest, '--socket', controlSocketPath(run.id, node)], io);
 }
 
 async function wait(args: string[], io: CliIO): Promise<number> {

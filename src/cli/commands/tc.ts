@@ -4,14 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { controlRequest } from '../../agent/control.js';
-import { rateSchema } from '../../config/config.js';
+import { Settings } from '../../agent/settings.js';
+import { neighborSettingsSchema } from '../../config/config.js';
 import { formatRate } from '../../config/units.js';
 import { ScroogeError, UsageError } from '../../errors.js';
 import { tunnelInterfaceName } from '../../neighbors/names.js';
 import { fromBase64Strict } from '../../protocol/bytes.js';
 import { loadConfig } from '../../system/config-file.js';
 import { readPublicKey } from '../../system/keystore.js';
-import { planTraffic, type TrafficInput } from '../../traffic/plan.js';
+import { trafficInput } from '../../traffic/input.js';
+import { CLASS_LABELS, planTraffic } from '../../traffic/plan.js';
 import { iptablesRestore, nftRuleset } from '../../traffic/rules.js';
 import { tcCommands } from '../../traffic/tc.js';
 import { type CliIO, type Command, formatTable, parseCommandLine, printJson } from '../command.js';
@@ -51,28 +53,20 @@ async function plan(args: string[], io: CliIO): Promise<number> {
     }
     if (!Array.isArray(lines)) throw new ScroogeError('ENEIGHBORS', `--neighbors ${values.neighbors}: expected a JSON array`);
   }
-  const input: TrafficInput = {
-    share: config.share,
-    meshInterfaces: config.interfaces.map((i) => ({ name: i.name, rate: i.rate ?? config.traffic.defaultRate })),
-    uplinks: config.uplinks.map((u) => ({ name: u.interface, rate: u.rate })),
-    tunnels: lines.map((n, i) => {
-      const where = `--neighbors [${i}]`;
-      const key = typeof n.key === 'string' ? fromBase64Strict(n.key, 32) : undefined;
-      if (!key) throw new ScroogeError('ENEIGHBORS', `${where}: "key" must be a base64 ed25519 public key`);
-      const fromConfig = config.neighbors[n.key as string] ?? {};
-      const priority = n.priority ?? fromConfig.priority ?? 1;
-      if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 1) throw new ScroogeError('ENEIGHBORS', `${where}: "priority" must be a positive integer`);
-      let cap: number | undefined = fromConfig.cap ?? undefined;
-      if (n.cap !== undefined && n.cap !== null) {
-        const r = rateSchema.safeParse(n.cap);
-        if (!r.success) throw new ScroogeError('ENEIGHBORS', `${where}: "cap" is not a rate`);
-        cap = r.data;
-      }
-      const meshIface = typeof n.meshIface === 'string' ? n.meshIface : config.interfaces[0]!.name;
-      return { ifname: tunnelInterfaceName(own, key), neighbor: n.key as string, meshIface, priority, cap };
-    }),
-    leaf: 'fq_codel',
-  };
+  // The lines' priorities and caps override the config's, as run-time settings would.
+  const overrides: Record<string, { priority?: number | undefined; cap?: number | null | undefined }> = {};
+  const tunnels = lines.map((n, i) => {
+    const where = `--neighbors [${i}]`;
+    const key = typeof n.key === 'string' ? fromBase64Strict(n.key, 32) : undefined;
+    if (!key) throw new ScroogeError('ENEIGHBORS', `${where}: "key" must be a base64 ed25519 public key`);
+    const r = neighborSettingsSchema.safeParse({ priority: n.priority, cap: n.cap ?? undefined });
+    if (!r.success) throw new ScroogeError('ENEIGHBORS', `${where}: "${String(r.error.issues[0]!.path[0])}": ${r.error.issues[0]!.message}`);
+    overrides[n.key as string] = r.data;
+    const meshIface = typeof n.meshIface === 'string' ? n.meshIface : config.interfaces[0]!.name;
+    return { ifname: tunnelInterfaceName(own, key), neighbor: n.key as string, meshIface };
+  });
+  const settings = new Settings({ share: config.share, neighbors: config.neighbors }, { neighbors: overrides });
+  const input = { ...trafficInput({ interfaces: config.interfaces, uplinks: config.uplinks, defaultRate: config.traffic.defaultRate }, settings, tunnels), leaf: 'fq_codel' as const };
   const p = planTraffic(input);
   const backend = values.backend ?? 'nft';
   const filter = backend === 'nft' ? nftRuleset(input, p) : iptablesRestore(input, p);
@@ -89,8 +83,6 @@ interface LiveTree {
   neighbor: string | null;
   classes: { classid: string; parent: string | null; rate: number | null; ceil: number | null; bytes: number; packets: number; drops: number; neighbor: string | null; alias: string | null }[];
 }
-
-const CLASS_NAMES: Record<string, string> = { '5c:1': 'total', '5c:10': 'own traffic', '5c:20': 'sold', '5c:21': 'sold: spare (empty)' };
 
 async function show(args: string[], io: CliIO): Promise<number> {
   const { values } = parseCommandLine(args, { socket: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
@@ -109,7 +101,7 @@ async function show(args: string[], io: CliIO): Promise<number> {
     io.out(`\n${t.dev} (${t.kind === 'uplink' ? 'uplink' : `tunnel to ${t.alias ?? t.neighbor?.slice(0, 12)}`})\n`);
     io.out(formatTable(['CLASS', 'WHAT', 'RATE', 'CEIL', 'BYTES', 'PACKETS', 'DROPS'], t.classes.map((c) => [
       c.classid,
-      CLASS_NAMES[c.classid] ?? (c.neighbor ? `neighbor ${c.alias ?? c.neighbor.slice(0, 12)}` : '-'),
+      CLASS_LABELS[c.classid] ?? (c.neighbor ? `neighbor ${c.alias ?? c.neighbor.slice(0, 12)}` : '-'),
       c.rate === null ? '-' : formatRate(c.rate),
       c.ceil === null ? '-' : formatRate(c.ceil),
       String(c.bytes), String(c.packets), String(c.drops),

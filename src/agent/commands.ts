@@ -1,0 +1,180 @@
+/**
+ * What the agent answers on its control socket (and what its metrics read): status, neighbors,
+ * tunnels, traffic, and `set`. Every request is validated by the config's own schemas
+ * (src/config/config.ts), so a value the config file would refuse is refused here too, with one
+ * line naming the field, and nothing changes. The field names are the stable `--json` output
+ * (README "Output for scripts").
+ */
+import { z } from 'zod';
+import { parseSetRequest } from '../config/config.js';
+import { formatRate } from '../config/units.js';
+import { ScroogeError } from '../errors.js';
+import type { MeshCore } from '../neighbors/core.js';
+import { formatEndpoint } from '../protocol/address.js';
+import type { LiveTunnel } from '../system/wireguard/index.js';
+import type { Transport } from '../system/transport.js';
+import type { Clock } from './clock.js';
+import type { MetricsSource } from './metrics.js';
+import type { Settings } from './settings.js';
+import type { TrafficDriver } from './traffic.js';
+import type { TunnelReconciler } from './tunnels.js';
+
+/** The parts of the agent the commands look at, and the one way they change something. */
+export interface AgentView {
+  core: MeshCore;
+  clock: Clock;
+  startedAt: number;
+  configInterfaces: readonly string[];
+  settings(): Settings;
+  tunnels(): TunnelReconciler | undefined;
+  traffic(): TrafficDriver | undefined;
+  transport(): Transport | undefined;
+  /** Puts new settings in force (the kernel first, then settings.json); throws if refused. */
+  change(next: Settings): Promise<void>;
+}
+
+/** Read commands take `{stats: false}` at most (cheap answers for pollers like `sim wait`). */
+const readArgs = z.object({ stats: z.boolean().optional() }).strict();
+
+export class AgentCommands {
+  constructor(private readonly v: AgentView) {}
+
+  /** The control socket's handler. */
+  handle = async (cmd: string, args: Record<string, unknown>): Promise<unknown> => {
+    switch (cmd) {
+      case 'status':
+        return { ...this.status(), traffic: await this.trafficSummary() };
+      case 'neighbors':
+        return { neighbors: await this.neighborRows(this.stats(args)) };
+      case 'tunnels':
+        // {stats: false}: what the agent already knows, without asking WireGuard (cheap: for
+        // pollers like `sim wait`, which would otherwise cost every tunnel a UAPI read per poll).
+        return { tunnels: (await this.neighborRows(this.stats(args))).filter((n) => n.tunnel).map((n) => ({ neighbor: n.key, alias: n.alias, ...n.tunnel })) };
+      case 'set':
+        return this.set(args);
+      case 'traffic':
+        this.stats(args);
+        return this.trafficStatus();
+      default:
+        throw new ScroogeError('EUNKNOWNCMD', `the agent does not know the command "${cmd}"`);
+    }
+  };
+
+  private async trafficSummary() {
+    const traffic = this.v.traffic();
+    return traffic ? { backend: traffic.backend, untunneledDrops: await traffic.untunneledDrops().catch(() => null) } : null;
+  }
+
+  private stats(args: Record<string, unknown>): boolean {
+    const r = readArgs.safeParse(args);
+    if (!r.success) throw new ScroogeError('EREQUEST', `unknown field${Object.keys(args).length > 1 ? 's' : ''} ${Object.keys(args).map((k) => `"${k}"`).join(', ')}`);
+    return r.data.stats !== false;
+  }
+
+  /** `set`: validated, resolved, applied (the kernel first), then stored; answers the result. */
+  private async set(args: Record<string, unknown>) {
+    const request = parseSetRequest(args);
+    const { settings, neighbor } = this.v.settings().with(request, this.v.core.neighborList().map((n) => n.key));
+    await this.v.change(settings);
+    if (neighbor === undefined) return { share: settings.share };
+    const s = settings.neighbor(neighbor);
+    return { neighbor, alias: s.alias ?? null, priority: s.priority, cap: s.cap === undefined ? null : formatRate(s.cap) };
+  }
+
+  status() {
+    const core = this.v.core;
+    const c = core.counters;
+    return {
+      publicKey: core.ownKey,
+      tunnelAddress: core.tunnelAddress,
+      uptimeSeconds: Math.round((this.v.clock.now() - this.v.startedAt) / 1000),
+      pid: process.pid,
+      interfaces: this.v.configInterfaces.map((name) => {
+        const live = core.interfaceList().find((x) => x.name === name);
+        return { name, up: !!live?.linkLocal, linkLocal: live?.linkLocal ?? null };
+      }),
+      backend: this.v.tunnels()?.backend.kind ?? null,
+      neighbors: core.neighborList().length,
+      tunnels: core.neighborList().filter((n) => n.tunnel?.configured).length,
+      share: this.v.settings().share,
+      counters: { sent: c.sent, received: c.received, dropped: c.dropped, sendErrors: this.v.transport()?.sendErrors ?? 0 },
+    };
+  }
+
+  async neighborRows(withStats: boolean) {
+    const list = this.v.core.neighborList();
+    const settings = this.v.settings();
+    const names = list.flatMap((n) => (n.tunnel?.configured ? [n.tunnel.ifname] : []));
+    const tunnels = this.v.tunnels();
+    const live = withStats && tunnels ? await tunnels.read(names).catch(() => new Map<string, LiveTunnel>()) : new Map<string, LiveTunnel>();
+    const now = this.v.clock.now();
+    const wall = this.v.clock.wall();
+    return list.map((n) => {
+      const s = settings.neighbor(n.key);
+      const t = n.tunnel;
+      const stats = t ? live.get(t.ifname)?.peer?.stats : undefined;
+      // WireGuard's times are wall-clock; the core's are monotonic: both become ages.
+      const handshakeAgo = stats && stats.latestHandshakeMs > 0 ? Math.max(0, wall - stats.latestHandshakeMs) : t?.handshakeAt === undefined ? undefined : now - t.handshakeAt;
+      return {
+        key: n.key,
+        alias: s.alias ?? null,
+        state: n.state,
+        iface: n.iface ?? null,
+        linkLocal: n.linkLocal ?? null,
+        control: n.control ? formatEndpoint(n.control) : null,
+        lastSeq: n.lastSeq?.toString() ?? null,
+        firstHeardAgoMs: now - n.firstHeard,
+        lastHeardAgoMs: now - n.lastHeard,
+        priority: s.priority,
+        cap: s.cap === undefined ? null : formatRate(s.cap),
+        capBitsPerSecond: s.cap ?? null,
+        tunnel: t
+          ? {
+              ifname: t.ifname,
+              state: !t.applied ? 'configuring' : t.phase === 'up' ? (handshakeAgo !== undefined ? 'up' : 'handshaking') : t.phase,
+              role: t.role,
+              listenPort: t.listenPort,
+              peerEndpoint: t.peerEndpoint ? formatEndpoint(t.peerEndpoint) : null,
+              latestHandshakeAgoMs: handshakeAgo === undefined ? null : Math.round(handshakeAgo),
+              rxBytes: stats?.rxBytes ?? 0,
+              txBytes: stats?.txBytes ?? 0,
+            }
+          : null,
+      };
+    });
+  }
+
+  async trafficStatus() {
+    const traffic = this.v.traffic();
+    if (!traffic) return { enabled: false };
+    const settings = this.v.settings();
+    const alias = (key: string | null | undefined) => (key ? (settings.neighbor(key).alias ?? null) : null);
+    const trees = await traffic.liveClasses();
+    return {
+      enabled: true,
+      backend: traffic.backend,
+      share: settings.share,
+      untunneledDrops: await traffic.untunneledDrops(),
+      trees: trees.map((t) => ({ ...t, alias: alias(t.neighbor), classes: t.classes.map((c) => ({ ...c, alias: alias(c.neighbor) })) })),
+    };
+  }
+
+  /** What the Prometheus endpoint reads at scrape time. */
+  metricsSource(): MetricsSource {
+    return {
+      counters: () => this.v.core.counters,
+      neighbors: () => this.v.core.neighborList(),
+      tunnels: async () =>
+        (await this.neighborRows(true)).flatMap((n) => (n.tunnel ? [{
+          neighbor: n.key, alias: n.alias, ifname: n.tunnel.ifname, rxBytes: n.tunnel.rxBytes, txBytes: n.tunnel.txBytes,
+          handshakeAgeSeconds: n.tunnel.latestHandshakeAgoMs === null ? null : n.tunnel.latestHandshakeAgoMs / 1000,
+        }] : [])),
+      classes: async () => {
+        const t = await this.trafficStatus();
+        if (!t.enabled) return [];
+        return t.trees!.flatMap((tree) => tree.classes.map((c) => ({ dev: tree.dev, classid: c.classid, neighbor: c.neighbor, alias: c.alias, rateBits: c.rate, bytes: c.bytes, packets: c.packets, drops: c.drops })));
+      },
+      untunneledDrops: async () => (await this.trafficSummary())?.untunneledDrops ?? null,
+    };
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The tunnel reconciler: makes the kernel's WireGuard interfaces match what the core wants
+ * (after Tailscale's wgengine/router `Set`). `set(desired)` creates what is missing, configures
+ * what the core has not seen applied, rebuilds what vanished (deleted by hand, its wireguard-go
+ * killed), and removes what is not wanted — adding before removing — and reports the state it
+ * really reached per tunnel. It keeps no record of what the kernel holds: the core does (its
+ * `applied` / `configured` flags, from the outcomes reported back), and which interfaces exist
+ * is asked of the system each time (a directory listing).
+ * What it does keep is its own work in flight: interfaces being made ahead of their tunnel.
+ */
+import type { Logger } from 'pino';
+import type { AdoptedTunnel, DesiredTunnel } from '../neighbors/core.js';
+import { tunnelInterfaceName } from '../neighbors/names.js';
+import { fromBase64Strict } from '../protocol/bytes.js';
+import { withZone } from '../protocol/address.js';
+import type { ApplyOutcome, LiveTunnel, WireGuardBackend } from '../system/wireguard/index.js';
+import type { StoredTunnel } from './state.js';
+
+export interface TunnelsReached {
+  /** One outcome per tunnel set up in this pass. */
+  applied: ApplyOutcome[];
+  /** Configured tunnels whose interface had vanished, set up again (their tc tree is new). */
+  rebuilt: string[];
+  /** Interfaces removed: nobody wants them. */
+  removed: string[];
+}
+
+export class TunnelReconciler {
+  private readonly log: Logger | undefined;
+  /** Interfaces being made ahead (prepare), so stop() can wait for them. */
+  private readonly preparing = new Map<string, Promise<void>>();
+  private running = false;
+
+  constructor(
+    private readonly deps: {
+      backend: WireGuardBackend;
+      logger?: Logger;
+      /** Called when work started by set() in the background has finished (look again). */
+      changed?: () => void;
+    },
+  ) {
+    this.log = deps.logger?.child({ component: 'tunnels' });
+  }
+
+  get backend(): WireGuardBackend {
+    return this.deps.backend;
+  }
+
+  /**
+   * Tunnels a previous run left that the state file vouches for, as the core adopts them:
+   * the interface name must be ours for the neighbor the file names. The rest are not
+   * desired, so the next set() removes them.
+   */
+  async adoptable(stored: Readonly<Record<string, StoredTunnel>>, ownKey: Uint8Array): Promise<AdoptedTunnel[]> {
+    const live = await this.deps.backend.listTunnels();
+    if (!live.length) return [];
+    const configs = await this.deps.backend.read(live);
+    const out: AdoptedTunnel[] = [];
+    for (const ifname of live) {
+      const rec = stored[ifname];
+      const cfg = configs.get(ifname);
+      const neighbor = rec && fromBase64Strict(rec.neighbor, 32);
+      if (!rec || !cfg || !neighbor || tunnelInterfaceName(ownKey, neighbor) !== ifname) continue;
+      out.push({
+        ifname, neighbor, role: rec.role, privateKey: cfg.privateKey, listenPort: cfg.listenPort, iface: rec.iface,
+        // wireguard-go reports a link-local endpoint without its zone; the state file knows it.
+        peer: cfg.peer?.endpoint ? { tunnelKey: cfg.peer.publicKey, endpoint: withZone(cfg.peer.endpoint, cfg.peer.endpoint.zone ?? rec.iface) } : undefined,
+      });
+    }
+    return out;
+  }
+
+  /** Makes the kernel match `desired`. Not reentrant: the agent serializes calls. */
+  async set(desired: readonly DesiredTunnel[]): Promise<TunnelsReached> {
+    if (this.running) throw new TypeError('TunnelReconciler.set() is already running');
+    this.running = true;
+    try {
+      return await this.reconcile(desired);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async reconcile(desired: readonly DesiredTunnel[]): Promise<TunnelsReached> {
+    const backend = this.deps.backend;
+    const live = new Set(await backend.listTunnels());
+    const wanted = new Set(desired.map((d) => d.ifname));
+
+    // Made ahead, in the background: the slow part of a tunnel, started while it is negotiated.
+    for (const d of desired) if (!d.intent && !live.has(d.ifname)) this.prepare(d.ifname);
+
+    const rebuilt = desired.filter((d) => d.intent && d.configured && !live.has(d.ifname) && !this.preparing.has(d.ifname)).map((d) => d.ifname);
+    for (const ifname of rebuilt) this.log?.warn({ ifname }, 'tunnel interface vanished; rebuilding it');
+    const todo = desired.filter((d) => d.intent && ((!d.applied && d.due) || rebuilt.includes(d.ifname)));
+    const owned = new Set(desired.filter((d) => d.configured).map((d) => d.ifname));
+    const applied = todo.length ? await backend.apply(todo.map((d) => d.intent!), owned) : [];
+
+    // Removed last, and not while being made (it is removed once it exists, on a later pass).
+    const removed = [...live].filter((n) => !wanted.has(n) && !this.preparing.has(n));
+    if (removed.length) await backend.remove(removed);
+    return { applied, rebuilt, removed };
+  }
+
+  private prepare(ifname: string): void {
+    if (this.preparing.has(ifname)) return;
+    const p = this.deps.backend.prepare(ifname).then(
+      () => undefined,
+      (err: Error) => this.log?.debug({ ifname, err: err.message }, 'making a tunnel interface ahead failed (it is made when needed)'),
+    ).finally(() => {
+      this.preparing.delete(ifname);
+      this.deps.changed?.();
+    });
+    this.preparing.set(ifname, p);
+  }
+
+  read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>> {
+    return ifnames.length ? this.deps.backend.read(ifnames) : Promise.resolve(new Map());
+  }
+
+  /** Removes every tunnel interface but those in `keep`, once nothing is being made. */
+  async removeAll(keep: ReadonlySet<string> = new Set()): Promise<string[]> {
+    while (this.preparing.size) await Promise.allSettled([...this.preparing.values()]);
+    const gone = (await this.deps.backend.listTunnels()).filter((n) => !keep.has(n));
+    if (gone.length) await this.deps.backend.remove(gone);
+    return gone;
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Every tunable in one place, each with why it has its value (after wireguard-go's
+ * constants.go). The config file's defaults come from here (config.ts), and so do the pure
+ * core's (neighbors/core.ts) and the agent's internal timings. The protocol's own constants
+ * (port, group, sizes) are not tunables: they live in src/protocol.
+ * Pure: constants only.
+ */
+
+// ---------------------------------------------------------------- discovery (config defaults)
+
+/** Hellos every second: a new neighbor is found within about a second, at ~100 bytes/s a link. */
+export const HELLO_INTERVAL_MS = 1000;
+/** ±25 %: neighbors started together drift apart instead of sending in lockstep. */
+export const HELLO_JITTER = 0.25;
+/** Quiet after 3.5 hellos missed: three lost datagrams in a row are not a departure. */
+export const DEAD_INTERVAL_HELLOS = 3.5;
+/** Bound on the neighbor table: a LAN of 256 routers is far past any real mesh segment. */
+export const MAX_NEIGHBORS = 256;
+
+// ---------------------------------------------------------------- tunnels (config defaults)
+
+/** 1000 listen ports after WireGuard's usual 51820: one per neighbor, with room to spare. */
+export const TUNNEL_PORT_RANGE: readonly [number, number] = [51820, 52819];
+/** WireGuard's default MTU: 1500 less the IPv6 + UDP + WireGuard overhead (80 bytes). */
+export const TUNNEL_MTU = 1420;
+/** Persistent keepalive: a quiet neighbor's tunnel proves it alive every 5 s (PROTOCOL.md §6). */
+export const KEEPALIVE_MS = 5000;
+/** A tunnel silent for three keepalives and a second is dead (one lost keepalive is not). */
+export const DEAD_AFTER_KEEPALIVES = 3;
+export const DEAD_AFTER_SLACK_MS = 1000;
+/** WireGuard retries a handshake for 5 s (REKEY_TIMEOUT) and more: 15 s is three of its tries. */
+export const HANDSHAKE_TIMEOUT_MS = 15_000;
+/** Fresh tunnel keys daily: WireGuard re-keys its sessions itself; this bounds a key's life. */
+export const REKEY_AFTER_MS = 24 * 3_600_000;
+/** Offers are retransmitted, and failed tunnel setups retried, after 1 s, 2 s, 4 s, then 8 s. */
+export const RETRY_MIN_MS = 1000;
+export const RETRY_MAX_MS = 8000;
+/** A port that failed to bind (someone else holds it) is not tried again for a minute. */
+export const BUSY_PORT_MS = 60_000;
+/** New tunnels per second for all neighbors together (20/s, bursts of 40: a 20-node LAN at once). */
+export const NEW_TUNNELS_PER_SECOND = 20;
+export const NEW_TUNNELS_BURST = 40;
+/**
+ * Interfaces made ahead for neighbors that proved the link two-way but have no tunnel yet
+ * (a wireguard-go start is the slow part of a new tunnel). Bounded: each is a process, and a
+ * stranger that became two-way may never get a tunnel.
+ */
+export const MAX_PREPARED_TUNNELS = 16;
+
+// ---------------------------------------------------------------- traffic (config defaults)
+
+/** Sell everything unless the owner says otherwise. */
+export const SHARE = 1;
+/** A mesh interface of unknown capacity: gigabit Ethernet. */
+export const DEFAULT_RATE = 1e9;
+/** Neighbors share what is sold in proportion to their priority; unknown ones weigh 1. */
+export const DEFAULT_PRIORITY = 1;
+/** Priorities are weights from 1 to 1000: finer than any operator needs, small for HTB's quanta. */
+export const MAX_PRIORITY = 1000;
+
+// ---------------------------------------------------------------- the agent's own timings
+
+/** The core's timers (hellos, expiry, retries) are looked at every 100 ms. */
+export const TICK_MS = 100;
+/** Mesh interfaces (and their link-local addresses) are looked for every second. */
+export const INTERFACE_POLL_MS = 1000;
+/** Fresh and quiet tunnels are asked for handshakes every 100 ms (a UAPI read each). */
+export const WATCH_POLL_MS = 100;
+/** Tunnel changes come in bursts; traffic control is applied once per burst, 100 ms after it. */
+export const TRAFFIC_DEBOUNCE_MS = 100;
+/** A traffic apply the kernel refused is tried again after a second (it may be a passing state). */
+export const TRAFFIC_RETRY_MS = 1000;
+/**
+ * Per-sender sequence marks are saved this often when they changed (no fsync: the page cache
+ * survives the agent crashing). After a crash, only messages of the last two seconds before it
+ * could be replayed once (PROTOCOL.md §5).
+ */
+export const REPLAY_SAVE_MS = 2000;
+/** A stop must finish within this, whatever hangs: the service manager is waiting. */
+export const STOP_BUDGET_MS = 2000;
