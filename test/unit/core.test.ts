@@ -172,7 +172,8 @@ describe('bad input changes nothing', () => {
     expect((d['rate-limited'] ?? 0) + (d['bad-signature'] ?? 0)).toBe(200_000);
     // The expensive check ran at most at the strangers' budget (300/s + a burst of 300).
     expect(d['bad-signature']!).toBeLessThanOrEqual(3300);
-  });
+    // 200,000 datagrams decoded in one test: seconds of CPU on a shared 2-core machine.
+  }, 30_000);
 
   it('the table has a bound; strangers cannot evict known neighbors', () => {
     const sim = new MeshSim();
@@ -332,5 +333,74 @@ describe('tunnel negotiation', () => {
     }
     expect(neighborsOf(a!)).toEqual([]);
     expect(a!.tunnelCount()).toBe(0);
+  });
+});
+
+describe('tunnel setup failures (the core owns the retry policy)', () => {
+  it('a failed setup is due again after 1, 2, 4, 8, 8 s; a success resets the backoff', () => {
+    const sim = new MeshSim(5);
+    sim.applyDelayMs = 1e9; // the "kernel" never answers by itself: the test does
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(1500);
+    const mine = () => a!.core.desiredTunnels(sim.now).find((d) => d.intent)!;
+    const d0 = mine();
+    expect(d0).toMatchObject({ applied: false, configured: false, due: true });
+    const gaps: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const failedAt = sim.now;
+      const events = a!.core.tunnelFailed(d0.ifname, mine().intent!.generation, { error: 'wireguard-go exited 1' }, failedAt);
+      expect(events).toMatchObject([{ kind: 'event', event: 'tunnel-setup-failed', ifname: d0.ifname, error: 'wireguard-go exited 1' }]);
+      let t = failedAt;
+      while (!a!.core.desiredTunnels(t).find((d) => d.ifname === d0.ifname)!.due) t += 100;
+      gaps.push(t - failedAt);
+      sim.now = t;
+    }
+    expect(gaps).toEqual([1000, 2000, 4000, 8000, 8000]);
+    a!.core.tunnelApplied(d0.ifname, mine().intent!.generation, sim.now);
+    expect(mine()).toMatchObject({ applied: true, configured: true });
+  });
+
+  it('a busy port moves the tunnel to another port at once (a new generation, due now)', () => {
+    const sim = new MeshSim(6);
+    sim.applyDelayMs = 1e9;
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(1500);
+    const before = a!.core.desiredTunnels(sim.now).find((d) => d.intent)!;
+    a!.core.tunnelFailed(before.ifname, before.intent!.generation, { portBusy: true }, sim.now);
+    const after = a!.core.desiredTunnels(sim.now).find((d) => d.ifname === before.ifname)!;
+    expect(after.intent!.listenPort).not.toBe(before.intent!.listenPort);
+    expect(after.intent!.generation).toBe(before.intent!.generation + 1);
+    expect(after.due).toBe(true);
+  });
+
+  it('a neighbor that leaves takes its failed tunnel, and its retry, with it', () => {
+    const sim = new MeshSim(7);
+    sim.applyDelayMs = 1e9;
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(1500);
+    const d = a!.core.desiredTunnels(sim.now).find((x) => x.intent)!;
+    a!.core.tunnelFailed(d.ifname, d.intent!.generation, { error: 'x' }, sim.now);
+    b!.stop(true);
+    sim.run(10_000);
+    expect(neighborsOf(a!)).toEqual([]);
+    expect(a!.core.desiredTunnels(sim.now)).toEqual([]);
+  });
+
+  it('neighbors proved two-way get an interface made ahead, at most MAX_PREPARED_TUNNELS', () => {
+    const sim = new MeshSim(8);
+    const nodes = lan(sim, 20, { tunnels: { enabled: true, portMin: 51820, portMax: 51820 } as never }); // one port: one tunnel
+    for (const n of nodes) n.start();
+    sim.run(3000);
+    const desired = nodes[0]!.core.desiredTunnels(sim.now);
+    const ahead = desired.filter((d) => !d.intent);
+    expect(desired.filter((d) => d.intent)).toHaveLength(1);
+    expect(ahead.length).toBe(16);
+    expect(new Set(desired.map((d) => d.ifname)).size).toBe(desired.length);
   });
 });
