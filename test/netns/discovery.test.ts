@@ -7,7 +7,7 @@
  * only namespaces it creates (ids `t<hex>`), loopback, and its own temporary SCROOGE_SIM_DIR.
  * Times are taken from the agents' own logs (pino `time`, unix ms) where precision matters.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { HELLO, decodeMessage, fromBase64Strict } from '../../src/protocol/index.js';
 import { flood } from '../bench/flood.js';
 import { HIGH_SEQ, cutFields, garbage, hello, oversized, randomIdentity, truncate } from './forge.js';
@@ -15,7 +15,6 @@ import {
   type NeighborRow,
   agent,
   agentLog,
-  cleanupAll,
   ctl,
   downAll,
   dropDelta,
@@ -34,7 +33,6 @@ import {
 import { running } from './proc.js';
 
 afterEach(downAll);
-afterAll(cleanupAll);
 
 /** Fast timers where they save test time (one test keeps the defaults). */
 const FAST = { helloMs: 500, deadMs: 2000 };

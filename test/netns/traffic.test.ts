@@ -10,7 +10,7 @@ import { agentTunnelStatus } from '../../src/sim/agents.js';
 import { downRun, upRun } from '../../src/sim/build.js';
 import { controlSocketPath, loadRun, type SimRun } from '../../src/sim/run.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
-import { background, inNs, newRunId, SCENARIOS, step, until } from './lib.js';
+import { background, inNs, isRoot, newRunId, SCENARIOS, step, until } from './lib.js';
 
 const CAPACITY = 20e6;
 const U = '10.0.1.3';
@@ -91,7 +91,7 @@ let n = 0;
 const t = setInterval(() => { s.send('x', 9999, '${U}', () => {}); if (++n >= ${count}) { clearInterval(t); setTimeout(() => s.close(), 200); } }, 10);`]);
 }
 
-describe('traffic control (nftables)', () => {
+describe.skipIf(!isRoot)('traffic control (nftables)', () => {
   let run: SimRun;
   let servers: ReturnType<typeof background>[] = [];
 
@@ -182,7 +182,7 @@ describe('traffic control (nftables)', () => {
   }, 60_000);
 });
 
-describe('traffic control (iptables backend)', () => {
+describe.skipIf(!isRoot)('traffic control (iptables backend)', () => {
   it('drops untunneled forwarding and lets tunneled traffic through', async () => {
     const run = await startRun({ traffic: { backend: 'iptables' } });
     try {
