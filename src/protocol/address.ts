@@ -73,7 +73,9 @@ export function canonicalIPv6(text: string): string | undefined {
   return groups ? formatIPv6Groups(groups) : undefined;
 }
 
-export type EndpointResult = { ok: true; endpoint: Endpoint } | { ok: false; reason: string };
+/** Why an endpoint text was refused: the address part (brackets, IPv6 text, zone) or the port. */
+export type EndpointFailure = 'bad-address' | 'bad-port';
+export type EndpointResult = { ok: true; endpoint: Endpoint } | { ok: false; reason: EndpointFailure };
 
 /** Strictly parses `[addr%zone]:port` as it appears on the wire. Never throws. */
 export function parseEndpoint(text: string): EndpointResult {

@@ -199,7 +199,7 @@ export function decodeMessage(datagram: Uint8Array): DecodeResult {
   }
   const addressText = f[i++]!;
   const parsed = parseEndpoint(addressText);
-  if (!parsed.ok) return fail(parsed.reason as DecodeFailure);
+  if (!parsed.ok) return fail(parsed.reason);
   const seq = parseU64(f[i++]!);
   if (seq === undefined) return fail('bad-seq');
   const signature = fromBase64Strict(f[i]!, 64);
