@@ -67,6 +67,12 @@ export function formatIPv6Groups(groups: readonly number[]): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
+/** True for a unicast link-local address (fe80::/10), the only source the protocol speaks from. */
+export function isLinkLocalUnicast(text: string): boolean {
+  const groups = parseIPv6Groups(text);
+  return groups !== undefined && (groups[0]! & 0xffc0) === 0xfe80;
+}
+
 /** Canonical form of an IPv6 address text, or undefined if it is not one. */
 export function canonicalIPv6(text: string): string | undefined {
   const groups = parseIPv6Groups(text);
