@@ -81,6 +81,9 @@ export class Admission {
         : !this.sourceLimit.take(source, now) || !this.strangerLimit.take('', now);
     if (limited) return { ok: false, reason: 'rate-limited' };
 
+    // The key check costs a point decompression, so it comes after the budgets, like the
+    // signature; counted apart so a small-order key is not mistaken for a forgery.
+    if (!this.deps.verifier.acceptsKey(sender, m.publicKey)) return { ok: false, reason: 'bad-public-key' };
     if (!this.deps.verifier.verify(sender, m.publicKey, decoded.signedBytes, decoded.signature))
       return { ok: false, reason: 'bad-signature' };
     this.deps.replay.accept(sender, m.seq);

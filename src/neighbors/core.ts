@@ -8,7 +8,7 @@
  *
  * The rules are PROTOCOL.md §5-§7; the comments point there.
  */
-import { type Endpoint, withZone } from '../protocol/address.js';
+import { type Endpoint, isLinkLocalUnicast, withZone } from '../protocol/address.js';
 import { bytesEqual, compareBytes, toBase64 } from '../protocol/bytes.js';
 import { x25519PublicKey, type Identity, type Verifier } from '../protocol/crypto.js';
 import {
@@ -292,7 +292,7 @@ export interface AdoptedTunnel {
 export type Counters = {
   sent: Record<MessageType, number>;
   received: Record<MessageType, number>;
-  dropped: Partial<Record<DropReason | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed' | 'tunnel-rate-limited', number>>;
+  dropped: Partial<Record<DropReason | 'not-link-local' | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed' | 'tunnel-rate-limited', number>>;
 };
 
 function emptyCounts(): Record<MessageType, number> {
@@ -392,7 +392,12 @@ export class MeshCore {
    */
   receive(datagram: Uint8Array, source: { address: string; iface: string | undefined }, now: number): Action[] {
     const iface = source.iface;
-    const mesh = iface === undefined ? undefined : this.interfaces.get(iface);
+    if (iface === undefined || !isLinkLocalUnicast(source.address)) {
+      // Neighbors speak from link-local addresses only (PROTOCOL.md §1): a routed source is not one.
+      this.drop('not-link-local');
+      return [];
+    }
+    const mesh = this.interfaces.get(iface);
     if (!mesh || !mesh.linkLocal) {
       // Only mesh interfaces speak the protocol (never an uplink).
       this.drop('wrong-interface');

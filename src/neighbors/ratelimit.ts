@@ -29,7 +29,9 @@ export class RateLimiter {
       b = { tokens: this.spec.burst, at: now };
       this.buckets.set(key, b);
     } else {
-      b.tokens = Math.min(this.spec.burst, b.tokens + ((now - b.at) / 1000) * this.spec.rate);
+      // A clock that steps back counts as no time passed: no tokens taken back (which would
+      // lock the key out until the clock caught up) and none given.
+      b.tokens = Math.min(this.spec.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.spec.rate);
       b.at = now;
     }
     if (b.tokens < 1) return false;

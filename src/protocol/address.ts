@@ -5,7 +5,7 @@
  * dropped, the longest run of two or more zero groups compressed to `::`, no embedded IPv4),
  * so one address has one spelling and the signature covers exactly one text.
  * A zone names an interface on the *sender* (`fe80::1%eth0`); a receiver replaces it with the
- * interface the message arrived on (PROTOCOL.md §3).
+ * interface the message arrived on (PROTOCOL.md §2 "Zones").
  */
 
 export interface Endpoint {
@@ -67,17 +67,27 @@ export function formatIPv6Groups(groups: readonly number[]): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
+/** True for a unicast link-local address (fe80::/10), the only source the protocol speaks from. */
+export function isLinkLocalUnicast(text: string): boolean {
+  const groups = parseIPv6Groups(text);
+  return groups !== undefined && (groups[0]! & 0xffc0) === 0xfe80;
+}
+
 /** Canonical form of an IPv6 address text, or undefined if it is not one. */
 export function canonicalIPv6(text: string): string | undefined {
   const groups = parseIPv6Groups(text);
   return groups ? formatIPv6Groups(groups) : undefined;
 }
 
-export type EndpointResult = { ok: true; endpoint: Endpoint } | { ok: false; reason: string };
+/** Why an endpoint text was refused: the address part (brackets, IPv6 text, zone) or the port. */
+export type EndpointFailure = 'bad-address' | 'bad-port';
+export type EndpointResult = { ok: true; endpoint: Endpoint } | { ok: false; reason: EndpointFailure };
 
 /** Strictly parses `[addr%zone]:port` as it appears on the wire. Never throws. */
 export function parseEndpoint(text: string): EndpointResult {
-  if (text.length > 64 || text[0] !== '[') return { ok: false, reason: 'bad-address' };
+  // Everything up to and including "]:" is the address part (bad-address), the rest the port
+  // (bad-port): PROTOCOL.md §2. No length guard here: it would turn a long port into bad-address.
+  if (text[0] !== '[') return { ok: false, reason: 'bad-address' };
   const close = text.indexOf(']:');
   if (close < 0) return { ok: false, reason: 'bad-address' };
   const inner = text.slice(1, close);

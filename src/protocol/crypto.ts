@@ -76,9 +76,28 @@ export class Verifier {
   private readonly cache = new Map<string, KeyObject | null>();
   constructor(private readonly maxCachedKeys = 4096) {}
 
+  /**
+   * True if `publicKey` is a strict key (canonical, not of small order). The answer is cached,
+   * so a caller that asks first (to count a bad key apart from a bad signature, PROTOCOL.md §7)
+   * pays for the point check once per key, not twice.
+   */
+  acceptsKey(keyId: string, publicKey: Uint8Array): boolean {
+    return this.keyObject(keyId, publicKey) !== null;
+  }
+
   /** `keyId` is any stable string for the key (the wire base64 is convenient). */
   verify(keyId: string, publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
     if (signature.length !== 64) return false;
+    const key = this.keyObject(keyId, publicKey);
+    if (key === null) return false;
+    try {
+      return nodeVerify(null, data, key, signature);
+    } catch {
+      return false;
+    }
+  }
+
+  private keyObject(keyId: string, publicKey: Uint8Array): KeyObject | null {
     let key = this.cache.get(keyId);
     if (key === undefined) {
       key = isStrictPublicKey(publicKey)
@@ -87,11 +106,6 @@ export class Verifier {
       if (this.cache.size >= this.maxCachedKeys) this.cache.clear();
       this.cache.set(keyId, key);
     }
-    if (key === null) return false;
-    try {
-      return nodeVerify(null, data, key, signature);
-    } catch {
-      return false;
-    }
+    return key;
   }
 }

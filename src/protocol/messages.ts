@@ -159,11 +159,19 @@ function fail(reason: DecodeFailure): { ok: false; reason: DecodeFailure } {
   return { ok: false, reason };
 }
 
-/** Printable ASCII only (0x21..0x7e) plus the single-space separator. */
+/**
+ * The lexical layer (PROTOCOL.md §2 `line`): tokens of visible ASCII (0x21..0x7e) separated by
+ * single spaces, with no space first or last and no two in a row. Anything else (empty, tab,
+ * CR, LF, NUL, non-ASCII, a stray space) is `not-text`, so an empty token never reaches the
+ * field checks and each failure has one counter whatever the message type.
+ */
 function isWireText(bytes: Uint8Array): boolean {
+  if (bytes.length === 0 || bytes[0] === 0x20 || bytes[bytes.length - 1] === 0x20) return false;
+  let prev = 0;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
-    if (b < 0x20 || b > 0x7e) return false;
+    if (b < 0x20 || b > 0x7e || (b === 0x20 && prev === 0x20)) return false;
+    prev = b;
   }
   return true;
 }
@@ -174,7 +182,7 @@ function isWireText(bytes: Uint8Array): boolean {
  */
 export function decodeMessage(datagram: Uint8Array): DecodeResult {
   if (datagram.length > MAX_DATAGRAM_BYTES) return fail('oversized');
-  if (datagram.length === 0 || !isWireText(datagram)) return fail('not-text');
+  if (!isWireText(datagram)) return fail('not-text');
   const text = Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength).toString('latin1');
   const f = text.split(' ');
   const type = f[0] as MessageType;
@@ -199,7 +207,7 @@ export function decodeMessage(datagram: Uint8Array): DecodeResult {
   }
   const addressText = f[i++]!;
   const parsed = parseEndpoint(addressText);
-  if (!parsed.ok) return fail(parsed.reason as DecodeFailure);
+  if (!parsed.ok) return fail(parsed.reason);
   const seq = parseU64(f[i++]!);
   if (seq === undefined) return fail('bad-seq');
   const signature = fromBase64Strict(f[i]!, 64);
