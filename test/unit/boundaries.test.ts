@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 
 const CORE_DIRS = ['src/protocol', 'src/identity', 'src/neighbors', 'src/traffic', 'src/config'];
 /** Relative imports may land in the core dirs or in these files (pure too, and checked). */
-const CORE_FILES = ['src/errors.ts'];
+const CORE_FILES = ['src/errors.ts', 'src/system/wireguard/text.ts'];
 /** Node built-ins with no I/O: hashing/signing and path arithmetic. */
 const PURE_BUILTINS = new Set(['crypto', 'path']);
 /** Packages the core may use: crypto primitives and the config schema. */
@@ -126,5 +126,49 @@ describe('the boundary checker', () => {
     "const s = \"import 'node:fs'\";",
   ])('passes %s', (text) => {
     expect(violations(file, text)).toEqual([]);
+  });
+});
+
+/** Every module a file loads (static, type-only and literal dynamic imports), as repo paths. */
+function localImports(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const { specifiers, dynamic } = moduleLoads(text);
+  const literal = dynamic.flatMap((d) => /^import\s*\(\s*'([^']+)'\s*\)$/.exec(d)?.slice(1) ?? []);
+  return [...specifiers, ...literal].filter((s) => s.startsWith('.')).map((s) => normalize(join(dirname(file), s)).replace(/\.js$/, '.ts'));
+}
+
+/** The first import cycle found in `graph`, as the files around it, or undefined. */
+function findCycle(graph: Map<string, string[]>): string[] | undefined {
+  const state = new Map<string, 'open' | 'done'>();
+  const path: string[] = [];
+  const visit = (f: string): string[] | undefined => {
+    if (state.get(f) === 'done') return undefined;
+    if (state.get(f) === 'open') return [...path.slice(path.indexOf(f)), f];
+    state.set(f, 'open');
+    path.push(f);
+    for (const g of graph.get(f) ?? []) {
+      const c = visit(g);
+      if (c) return c;
+    }
+    path.pop();
+    state.set(f, 'done');
+    return undefined;
+  };
+  for (const f of graph.keys()) {
+    const c = visit(f);
+    if (c) return c;
+  }
+  return undefined;
+}
+
+describe('no import cycles in src (issue 10, defect 9)', () => {
+  it('no module imports, directly or not, a module that imports it', () => {
+    const graph = new Map(files('src').map((f) => [f, localImports(f)]));
+    expect(findCycle(graph)).toBeUndefined();
+  });
+
+  it('the cycle finder finds a cycle through a dynamic import', () => {
+    expect(findCycle(new Map([['a', ['b']], ['b', ['c']], ['c', ['a']], ['d', ['a']]]))).toEqual(['a', 'b', 'c', 'a']);
+    expect(findCycle(new Map([['a', ['b']], ['b', []]]))).toBeUndefined();
   });
 });
