@@ -21,10 +21,29 @@ const ZONE = /^[A-Za-z0-9_.-]{1,15}$/;
 const PORT = /^(?:[1-9][0-9]{0,4})$/;
 const HEXGROUP = /^[0-9a-f]{1,4}$/;
 
-/** Parses IPv6 text (no zone) into 8 groups, or undefined. Accepts any valid hex form. */
+/** True for dotted-quad IPv4 text (no leading zeros, each part <= 255). */
+export function isIPv4(text: string): boolean {
+  const parts = text.split('.');
+  return parts.length === 4 && parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255);
+}
+
+/**
+ * Parses IPv6 text (no zone) into 8 groups, or undefined. Accepts any valid form, an embedded
+ * IPv4 tail (`::ffff:10.0.0.1`) included; the wire accepts only the canonical one (parseEndpoint).
+ */
 export function parseIPv6Groups(text: string): number[] | undefined {
-  if (text.length < 2 || text.length > 39) return undefined;
-  const lower = text.toLowerCase();
+  if (text.length < 2 || text.length > 45) return undefined;
+  let lower = text.toLowerCase();
+  let v4: number[] = [];
+  const lastColon = lower.lastIndexOf(':');
+  if (lower.includes('.', lastColon)) {
+    const quad = lower.slice(lastColon + 1);
+    if (!isIPv4(quad)) return undefined;
+    const b = quad.split('.').map(Number);
+    v4 = [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!];
+    // The quad stands for the last two groups: parse the rest as if they were written in hex.
+    lower = lower.slice(0, lastColon + 1) + '0:0';
+  }
   const halves = lower.split('::');
   if (halves.length > 2) return undefined;
   const parse = (s: string): number[] | undefined => {
@@ -38,10 +57,17 @@ export function parseIPv6Groups(text: string): number[] | undefined {
   };
   const head = parse(halves[0]!);
   if (!head) return undefined;
-  if (halves.length === 1) return head.length === 8 ? head : undefined;
-  const tail = parse(halves[1]!);
-  if (!tail || head.length + tail.length > 7) return undefined;
-  return [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+  let groups: number[];
+  if (halves.length === 1) {
+    if (head.length !== 8) return undefined;
+    groups = head;
+  } else {
+    const tail = parse(halves[1]!);
+    if (!tail || head.length + tail.length > 7) return undefined;
+    groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+  }
+  if (v4.length) groups.splice(6, 2, ...v4);
+  return groups;
 }
 
 /** RFC 5952 §4 canonical text of 8 groups. */

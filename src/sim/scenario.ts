@@ -37,6 +37,7 @@
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { ScroogeError } from '../errors.js';
+import { isIPv4, parseIPv6Groups } from '../protocol/address.js';
 
 export const NETWORK_TYPES = ['SWITCH', 'HUB', 'WIRELESS_LAN'] as const;
 export type NetworkType = (typeof NETWORK_TYPES)[number];
@@ -284,28 +285,9 @@ function readNetwork(el: El): Network {
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
-export function isIPv4(text: string): boolean {
-  const parts = text.split('.');
-  return parts.length === 4 && parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255);
-}
-
+/** IPv6 text in any valid form (CORE writes what the user typed), an embedded IPv4 tail included. */
 export function isIPv6(text: string): boolean {
-  if (!/^[0-9a-f:.]+$/i.test(text)) return false;
-  const halves = text.split('::');
-  if (halves.length > 2) return false;
-  const groups = (s: string) => (s === '' ? [] : s.split(':'));
-  const head = groups(halves[0]!);
-  const tail = halves.length === 2 ? groups(halves[1]!) : [];
-  const all = [...head, ...tail];
-  let count = all.length;
-  const last = all[all.length - 1];
-  if (last !== undefined && last.includes('.')) {
-    if (!isIPv4(last)) return false;
-    count += 1; // an embedded IPv4 address fills two groups
-    all.pop();
-  }
-  if (!all.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return false;
-  return halves.length === 2 ? count <= 7 : count === 8;
+  return parseIPv6Groups(text) !== undefined;
 }
 
 function readAddress(el: El, family: 'ip4' | 'ip6'): IpAddress | null {

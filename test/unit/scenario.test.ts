@@ -346,6 +346,10 @@ describe('isIPv6', () => {
     ['1::2::3', false],
     ['12345::', false],
     ['fe80::1%eth0', false],
+    ['::ffff:256.0.0.1', false],
+    ['1:2:3:4:5:6:7:1.2.3.4', false],
+    ['1:2:3:4:5:6:1.2.3.4', true],
+    ['1.2.3.4', false],
   ] as const)('%s -> %s', (text, ok) => {
     expect(isIPv6(text)).toBe(ok);
   });
