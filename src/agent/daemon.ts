@@ -10,9 +10,9 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from '../config/config.js';
+import { coreOptionsFrom, type Config } from '../config/config.js';
 import * as T from '../config/tunables.js';
-import { MeshCore, type Action, type CoreOptions, type MeshInterface } from '../neighbors/core.js';
+import { MeshCore, type Action, type MeshInterface } from '../neighbors/core.js';
 import { ReplayMemory } from '../neighbors/replay.js';
 import { toBase64 } from '../protocol/bytes.js';
 import { Verifier, type Identity } from '../protocol/crypto.js';
@@ -27,6 +27,8 @@ import { trafficInput } from '../traffic/input.js';
 import { coalescing, every, systemClock, type Clock } from './clock.js';
 import { AgentCommands } from './commands.js';
 import { ControlServer } from './control.js';
+import { logEvent } from './events.js';
+import { InterfaceWatch } from './interfaces.js';
 import { Settings } from './settings.js';
 import { StateDir, type StoredTunnel } from './state.js';
 import { TrafficDriver } from './traffic.js';
@@ -48,23 +50,6 @@ export interface AgentDeps {
   deviceIndex?: (dev: string) => Promise<number | undefined>;
 }
 
-export function coreOptionsFrom(config: Config): Partial<CoreOptions> {
-  const d = config.discovery;
-  const t = config.tunnels;
-  return {
-    port: d.port,
-    group: d.group,
-    helloIntervalMs: d.helloInterval,
-    deadIntervalMs: d.deadInterval,
-    maxNeighbors: d.maxNeighbors,
-    tunnels: {
-      enabled: t.enabled, portMin: t.portRange[0], portMax: t.portRange[1], mtu: t.mtu,
-      keepaliveSeconds: Math.max(1, Math.round(t.keepalive / 1000)), deadAfterMs: t.deadAfter,
-      handshakeTimeoutMs: t.handshakeTimeout, rekeyAfterMs: t.rekeyAfter, retryMinMs: T.RETRY_MIN_MS, retryMaxMs: T.RETRY_MAX_MS,
-    },
-  };
-}
-
 export class Agent {
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -79,15 +64,13 @@ export class Agent {
   private control: ControlServer | undefined;
   private metrics: { stop(): Promise<void> } | undefined;
   private commands!: AgentCommands;
+  private interfaces!: InterfaceWatch;
   private readonly timers: (() => void)[] = [];
   private started = false;
   private stopping: Promise<void> | undefined;
   private startedAt = 0;
   /** The desired tunnels last handed to the reconciler, as text: unchanged, a pass is skipped. */
   private lastDesired = '';
-  private lastTunnelsSaved = '';
-  private lastReplaySaved = '';
-  private readonly missingWarned = new Set<string>();
   private watching = false;
   private readonly reconcile = coalescing(() => this.reconcileTunnels(), (err) => {
     this.log.error({ err: (err as Error).message }, 'tunnel reconcile failed; will retry');
@@ -126,6 +109,7 @@ export class Agent {
       settings: () => this.settings, tunnels: () => this.tunnels, traffic: () => this.traffic, transport: () => this.transport,
       change: (next) => this.changeSettings(next),
     });
+    this.interfaces = new InterfaceWatch({ list: this.deps.interfaces ?? meshInterfacesNow, allNames: interfaceNamesNow, logger: this.log }, { names: c.interfaces.map((i) => i.name) });
     this.log.info({ publicKey: this.core.ownKey, interfaces: c.interfaces.map((i) => i.name), epoch: epoch.toString() }, 'starting');
 
     // Both before the first hello: the filter, so nothing is forwarded untunneled; the
@@ -150,7 +134,7 @@ export class Agent {
     this.every(T.TICK_MS, () => this.handle(this.core.tick(this.clock.now())));
     this.every(T.INTERFACE_POLL_MS, () => this.pollInterfaces());
     this.every(T.WATCH_POLL_MS, () => void this.watchTunnels());
-    this.every(T.REPLAY_SAVE_MS, () => this.saveReplay());
+    this.every(T.REPLAY_SAVE_MS, () => this.state.writeReplay(this.replay.toJSON()));
     const cpu = process.cpuUsage();
     this.log.info({ controlSocket: c.controlSocket, backend: this.tunnels?.backend.kind ?? 'none', cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'running');
   }
@@ -200,7 +184,7 @@ export class Agent {
     await this.control?.stop();
     await this.metrics?.stop();
     if (!this.core) return; // start() failed before there was anything to undo
-    this.saveReplay();
+    this.state.writeReplay(this.replay.toJSON());
     await this.traffic?.stop();
     if (this.tunnels) {
       await this.reconcile.idle();
@@ -209,7 +193,7 @@ export class Agent {
           this.log.error({ err: (err as Error).message }, 'removing tunnels failed');
           return [];
         });
-        this.state.writeTunnels({});
+        this.state.writeTunnels({}, true);
         if (removed.length) this.log.info({ tunnels: removed.length }, 'removed tunnels');
       } else {
         const kept = this.saveTunnels(true);
@@ -225,7 +209,7 @@ export class Agent {
   private handle(actions: readonly Action[]): void {
     for (const a of actions) {
       if (a.kind === 'send') this.transport?.send(a.iface, a.to, a.bytes);
-      else this.logEvent(a);
+      else logEvent(this.log, a, (key) => this.settings.neighbor(key).alias);
     }
     if (this.tunnels && !this.stopping && this.desiredChanged()) void this.reconcile.kick();
   }
@@ -237,28 +221,6 @@ export class Agent {
 
   private desiredKey(): string {
     return this.core.desiredTunnels(this.clock.now()).map((d) => `${d.ifname}:${d.intent?.generation ?? '-'}:${d.applied}:${d.due}`).join(',');
-  }
-
-  private logEvent(e: Action & { kind: 'event' }): void {
-    const { kind: _k, event, ...fields } = e;
-    const name = 'neighbor' in fields ? this.settings.neighbor(fields.neighbor).alias : undefined;
-    const f = { event, ...fields, ...(name ? { alias: name } : {}) };
-    switch (event) {
-      case 'tunnel-offer':
-      case 'tunnel-answer':
-      case 'offer-crossed':
-      case 'neighbor-two-way':
-        this.log.debug(f, event);
-        break;
-      case 'tunnel-no-port':
-        this.log.error(f, 'no free tunnel port: widen tunnels.portRange');
-        break;
-      case 'tunnel-setup-failed':
-        this.log.warn(f, 'tunnel setup failed; will retry');
-        break;
-      default:
-        this.log.info(f, event);
-    }
   }
 
   /** One reconcile pass: the core's desired tunnels onto the kernel, the outcomes back to the core. */
@@ -287,17 +249,7 @@ export class Agent {
   }
 
   private pollInterfaces(): void {
-    const names = this.config.interfaces.map((i) => i.name);
-    const present = (this.deps.interfaces ?? meshInterfacesNow)(names);
-    for (const name of names) {
-      const here = present.some((p) => p.name === name && p.linkLocal);
-      if (!here && !this.missingWarned.has(name)) {
-        this.missingWarned.add(name);
-        this.log.warn({ iface: name, present: interfaceNamesNow() }, `mesh interface ${name} is missing or has no IPv6 link-local address; waiting for it`);
-      } else if (here && this.missingWarned.delete(name)) {
-        this.log.info({ iface: name }, `mesh interface ${name} is up`);
-      }
-    }
+    const present = this.interfaces.poll();
     this.transport?.setInterfaces(present.filter((p) => p.linkLocal).map((p) => p.name));
     this.handle(this.core.setInterfaces(present, this.clock.now()));
     // Once a second, whatever changed: a tunnel interface that vanished is rebuilt.
@@ -311,15 +263,7 @@ export class Agent {
     if (!names.length) return;
     this.watching = true;
     try {
-      const live = await this.tunnels.read(names);
-      const now = this.clock.now();
-      const wall = this.clock.wall();
-      for (const [ifname, t] of live) {
-        if (!t.peer) continue;
-        const { latestHandshakeMs, rxBytes, txBytes } = t.peer.stats;
-        const handshakeAgoMs = latestHandshakeMs > 0 ? Math.max(0, wall - latestHandshakeMs) : undefined;
-        this.handle(this.core.tunnelObserved(ifname, { handshakeAgoMs, rxBytes, txBytes, peerKey: t.peer.publicKey }, now));
-      }
+      for (const [ifname, stats] of await this.tunnels.observe(names, this.clock.wall())) this.handle(this.core.tunnelObserved(ifname, stats, this.clock.now()));
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'reading tunnel stats failed');
     } finally {
@@ -354,23 +298,10 @@ export class Agent {
     const records: Record<string, StoredTunnel> = {};
     for (const n of this.core.neighborList()) {
       const t = n.tunnel;
-      if (!t?.configured) continue;
-      records[t.ifname] = { neighbor: n.key, role: t.role, listenPort: t.listenPort, iface: t.peerEndpoint?.zone ?? n.iface ?? '' };
+      if (t?.configured) records[t.ifname] = { neighbor: n.key, role: t.role, listenPort: t.listenPort, iface: t.peerEndpoint?.zone ?? n.iface ?? '' };
     }
-    const text = JSON.stringify(records);
-    if (force || text !== this.lastTunnelsSaved) {
-      this.lastTunnelsSaved = text;
-      this.state.writeTunnels(records);
-    }
+    this.state.writeTunnels(records, force);
     return records;
-  }
-
-  private saveReplay(): void {
-    const entries = this.replay.toJSON();
-    const text = JSON.stringify(entries);
-    if (text === this.lastReplaySaved) return;
-    this.lastReplaySaved = text;
-    this.state.writeReplay(entries);
   }
 
   /** Loaded only when configured: prom-client costs start-up time nobody else should pay. */

@@ -94,8 +94,8 @@ export class StateDir {
   readReplay(): unknown {
     return this.read('replay.json');
   }
-  writeReplay(entries: unknown): void {
-    this.write('replay.json', entries, false);
+  writeReplay(entries: unknown, force = false): void {
+    this.writeSnapshot('replay.json', entries, force);
   }
 
   /** settings.json, validated by the config's own schema: a bad value is an error naming the file and field. */
@@ -106,11 +106,21 @@ export class StateDir {
     this.write('settings.json', s, true);
   }
 
+  /** Snapshots are rewritten only when they change (they are looked at after every tunnel pass). */
+  private readonly lastSnapshot = new Map<string, string>();
+
+  private writeSnapshot(name: string, value: unknown, force: boolean): void {
+    const text = JSON.stringify(value);
+    if (!force && this.lastSnapshot.get(name) === text) return;
+    this.lastSnapshot.set(name, text);
+    this.write(name, value, false);
+  }
+
   readTunnels(): Record<string, StoredTunnel> {
     const t = this.read<Record<string, StoredTunnel>>('tunnels.json');
     return t && typeof t === 'object' ? t : {};
   }
-  writeTunnels(t: Record<string, StoredTunnel>): void {
-    this.write('tunnels.json', t, false);
+  writeTunnels(t: Record<string, StoredTunnel>, force = false): void {
+    this.writeSnapshot('tunnels.json', t, force);
   }
 }

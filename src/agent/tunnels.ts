@@ -9,7 +9,7 @@
  * What it does keep is its own work in flight: interfaces being made ahead of their tunnel.
  */
 import type { Logger } from 'pino';
-import type { AdoptedTunnel, DesiredTunnel } from '../neighbors/core.js';
+import type { AdoptedTunnel, DesiredTunnel, TunnelStats } from '../neighbors/core.js';
 import { tunnelInterfaceName } from '../neighbors/names.js';
 import { fromBase64Strict } from '../protocol/bytes.js';
 import { withZone } from '../protocol/address.js';
@@ -115,6 +115,19 @@ export class TunnelReconciler {
 
   read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>> {
     return ifnames.length ? this.deps.backend.read(ifnames) : Promise.resolve(new Map());
+  }
+
+  /**
+   * What WireGuard says about these tunnels, for the core: handshake ages (WireGuard's times
+   * are wall-clock, the core's monotonic: an age means the same on both) and bytes received.
+   */
+  async observe(ifnames: readonly string[], wallNow: number): Promise<[string, TunnelStats][]> {
+    const live = await this.read(ifnames);
+    return [...live].flatMap(([ifname, t]) => {
+      if (!t.peer) return [];
+      const { latestHandshakeMs, rxBytes, txBytes } = t.peer.stats;
+      return [[ifname, { handshakeAgoMs: latestHandshakeMs > 0 ? Math.max(0, wallNow - latestHandshakeMs) : undefined, rxBytes, txBytes, peerKey: t.peer.publicKey }]];
+    });
   }
 
   /** Removes every tunnel interface but those in `keep`, once nothing is being made. */

@@ -10,6 +10,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, ScroogeError } from '../errors.js';
 import { canonicalIPv6 } from '../protocol/address.js';
+import type { CoreOptions } from '../neighbors/core.js';
 import { fromBase64Strict } from '../protocol/bytes.js';
 import { HELLO_GROUP, PROTOCOL_PORT } from '../protocol/constants.js';
 import * as T from './tunables.js';
@@ -185,4 +186,22 @@ export function parseConfig(json: unknown, baseDir: string): Config {
   const dupAlias = aliases.find((a, i) => aliases.indexOf(a) !== i);
   if (dupAlias) throw new ConfigError('neighbors', `alias "${dupAlias}" is used twice`);
   return finish(r.data, baseDir);
+}
+
+/** The mesh core's options from a config (its defaults, from tunables.ts, fill in the rest). */
+export function coreOptionsFrom(config: Config): Partial<CoreOptions> {
+  const d = config.discovery;
+  const t = config.tunnels;
+  return {
+    port: d.port,
+    group: d.group,
+    helloIntervalMs: d.helloInterval,
+    deadIntervalMs: d.deadInterval,
+    maxNeighbors: d.maxNeighbors,
+    tunnels: {
+      enabled: t.enabled, portMin: t.portRange[0], portMax: t.portRange[1], mtu: t.mtu,
+      keepaliveSeconds: Math.max(1, Math.round(t.keepalive / 1000)), deadAfterMs: t.deadAfter,
+      handshakeTimeoutMs: t.handshakeTimeout, rekeyAfterMs: t.rekeyAfter, retryMinMs: T.RETRY_MIN_MS, retryMaxMs: T.RETRY_MAX_MS,
+    },
+  };
 }
