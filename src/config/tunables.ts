@@ -16,6 +16,12 @@ export const HELLO_JITTER = 0.25;
 export const DEAD_INTERVAL_HELLOS = 3.5;
 /** Bound on the neighbor table: a LAN of 256 routers is far past any real mesh segment. */
 export const MAX_NEIGHBORS = 256;
+/**
+ * Places for strangers (heard, never two-way): enough for a crowd of new neighbors arriving at
+ * once, few enough that keys made up by the thousand never crowd out real ones; the oldest
+ * stranger gives way to a newer one (PROTOCOL.md §7 "The neighbor table").
+ */
+export const MAX_STRANGERS = 64;
 
 // ---------------------------------------------------------------- tunnels (config defaults)
 

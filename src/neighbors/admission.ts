@@ -13,6 +13,7 @@ export type DropReason =
   | DecodeFailure
   | 'own-message'
   | 'not-for-us'
+  | 'address-mismatch'
   | 'stale-seq'
   | 'table-full'
   | 'unknown-neighbor'
@@ -25,7 +26,14 @@ export type AdmitResult = { ok: true; decoded: Decoded } | { ok: false; reason: 
 export interface TableView {
   /** The source (`addr%iface`) a known neighbor was last heard from, or undefined if unknown. */
   knownSource(sender: string): string | undefined;
+  /** True if a new sender cannot get a place (not even a stranger's, by eviction). */
   isFull(): boolean;
+}
+
+/** Where a datagram came from, as the socket says: a link-local address and its interface. */
+export interface DatagramSource {
+  address: string;
+  iface: string;
 }
 
 export interface AdmissionLimits {
@@ -60,15 +68,20 @@ export class Admission {
     this.strangerLimit = new RateLimiter(limits.strangers, 1);
   }
 
-  /** @param source the sender's address as `addr%iface` (from the socket), used for rate limits. */
-  admit(datagram: Uint8Array, source: string, now: number): AdmitResult {
+  /** @param from where the socket says the datagram came from (rate limits, the address rule). */
+  admit(datagram: Uint8Array, from: DatagramSource, now: number): AdmitResult {
     const decoded = decodeMessage(datagram);
     if (!decoded.ok) return decoded;
     const m = decoded.message;
     const sender = decoded.publicKeyText;
     if (bytesEqual(m.publicKey, this.deps.ownKey)) return { ok: false, reason: 'own-message' };
     if (m.type !== HELLO && !bytesEqual(m.recipient, this.deps.ownKey)) return { ok: false, reason: 'not-for-us' };
+    // The address a message names (where to answer, where its tunnel listens) is the one it
+    // came from (PROTOCOL.md §6): a node never makes others send to an address not its own.
+    const named = m.type === HELLO || m.type === HELLO_CONFIRM ? m.control.address : m.endpoint.address;
+    if (named !== from.address) return { ok: false, reason: 'address-mismatch' };
     if (!this.deps.replay.isFresh(sender, m.seq)) return { ok: false, reason: 'stale-seq' };
+    const source = `${from.address}%${from.iface}`;
 
     const knownFrom = this.deps.table.knownSource(sender);
     if (knownFrom === undefined) {

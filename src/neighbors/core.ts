@@ -98,6 +98,7 @@ export type CoreEvent =
   | { event: 'neighbor-quiet'; neighbor: string }
   | { event: 'neighbor-back'; neighbor: string }
   | { event: 'neighbor-removed'; neighbor: string; reason: string }
+  | { event: 'neighbor-evicted'; neighbor: string }
   | { event: 'tunnel-offer'; neighbor: string; ifname: string; attempt: number; rekey: boolean }
   | { event: 'tunnel-answer'; neighbor: string; ifname: string }
   | { event: 'tunnel-configured'; neighbor: string; ifname: string; role: TunnelRole }
@@ -230,10 +231,16 @@ interface NeighborState {
   /** When we last sent it a hello_confirm, per interface. */
   confirmedAt: Map<string, number>;
   tunnel: TunnelState | undefined;
+  /**
+   * It proved itself: the link was two-way once, or we share a tunnel. A proven neighbor keeps
+   * its place in a full table; a stranger that never proved itself gives its place up to a
+   * newer one (PROTOCOL.md §7 "The neighbor table").
+   */
+  proven: boolean;
 }
 
 function newNeighbor(key: string, publicKey: Uint8Array, now: number): NeighborState {
-  return { key, publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined };
+  return { key, publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined, proven: false };
 }
 
 /** Read-only view of a neighbor for status output. */
@@ -293,6 +300,8 @@ export type Counters = {
   sent: Record<MessageType, number>;
   received: Record<MessageType, number>;
   dropped: Partial<Record<DropReason | 'not-link-local' | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed' | 'tunnel-rate-limited', number>>;
+  /** Strangers (never two-way) that gave their place in the table up to newer ones. */
+  evicted: number;
 };
 
 function emptyCounts(): Record<MessageType, number> {
@@ -303,7 +312,7 @@ export class MeshCore {
   readonly options: CoreOptions;
   readonly ownKey: string;
   readonly tunnelAddress: string;
-  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {} };
+  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {}, evicted: 0 };
 
   private readonly neighbors = new Map<string, NeighborState>();
   private readonly interfaces = new Map<string, MeshInterface & { nextHelloAt: number }>();
@@ -328,7 +337,7 @@ export class MeshCore {
             const p = this.preferredPath(n);
             return p ? `${p[1].linkLocal}%${p[0]}` : '';
           },
-          isFull: () => this.neighbors.size >= this.options.maxNeighbors,
+          isFull: () => this.neighbors.size >= this.options.maxNeighbors && this.oldestStranger() === undefined,
         },
       },
       this.options.limits,
@@ -403,7 +412,7 @@ export class MeshCore {
       this.drop('wrong-interface');
       return [];
     }
-    const admitted = this.admission.admit(datagram, `${source.address}%${iface}`, now);
+    const admitted = this.admission.admit(datagram, { address: source.address, iface }, now);
     if (!admitted.ok) {
       this.drop(admitted.reason);
       return [];
@@ -414,6 +423,7 @@ export class MeshCore {
     let n = this.neighbors.get(key);
     if (!n) {
       // Admission let an unknown sender through only with a hello or hello_confirm.
+      actions.push(...this.makeRoomForStranger());
       n = newNeighbor(key, m.publicKey, now);
       this.neighbors.set(key, n);
       actions.push({ kind: 'event', event: 'neighbor-added', neighbor: key, iface: iface!, address: source.address });
@@ -435,6 +445,7 @@ export class MeshCore {
       // Any unicast message proves the neighbor has our control address: the link is two-way.
       if (n.twoWayAt === undefined) actions.push({ kind: 'event', event: 'neighbor-two-way', neighbor: key, ifname: this.ifnameOf(n) });
       n.twoWayAt = now;
+      n.proven = true;
     }
 
     switch (m.type) {
@@ -499,6 +510,36 @@ export class MeshCore {
     let best: [string, Path] | undefined;
     for (const e of n.paths) if (!best || e[1].lastHeard > best[1].lastHeard) best = e;
     return best;
+  }
+
+  /** The stranger heard first among those that never proved themselves (the first to give way). */
+  private oldestStranger(): NeighborState | undefined {
+    // The map keeps insertion order: the first stranger in it is the oldest.
+    for (const n of this.neighbors.values()) if (!n.proven && !n.tunnel) return n;
+    return undefined;
+  }
+
+  /**
+   * A new sender is about to be added: strangers (never two-way, no tunnel) hold at most
+   * MAX_STRANGERS places, and none at all once the table is full; the oldest gives way.
+   * Proven neighbors are never evicted (admission refused the sender if only they are left).
+   */
+  private makeRoomForStranger(): Action[] {
+    let strangers = 0;
+    for (const n of this.neighbors.values()) if (!n.proven && !n.tunnel) strangers++;
+    const actions: Action[] = [];
+    while (strangers > 0 && (strangers >= this.maxStrangers() || this.neighbors.size >= this.options.maxNeighbors)) {
+      const old = this.oldestStranger()!;
+      this.neighbors.delete(old.key);
+      strangers--;
+      this.counters.evicted++;
+      actions.push({ kind: 'event', event: 'neighbor-evicted', neighbor: old.key });
+    }
+    return actions;
+  }
+
+  private maxStrangers(): number {
+    return Math.max(1, Math.min(T.MAX_STRANGERS, this.options.maxNeighbors));
   }
 
   /** Start a negotiation if the link is two-way and there is no tunnel (PROTOCOL.md §6). */
@@ -744,6 +785,7 @@ export class MeshCore {
       const key = toBase64(a.neighbor);
       if (a.ifname !== tunnelInterfaceName(this.deps.identity.publicKey, a.neighbor)) continue;
       const n = this.neighbors.get(key) ?? newNeighbor(key, a.neighbor, now);
+      n.proven = true;
       const keys = { privateKey: a.privateKey, publicKey: x25519PublicKey(a.privateKey) };
       n.tunnel = newTunnel({
         ifname: a.ifname, role: a.role, phase: a.peer ? 'up' : 'offering', listenPort: a.listenPort, iface: a.iface,

@@ -18,7 +18,7 @@ const PER_SENDER = 400;
 const me = identityFromSeed(new Uint8Array(32).fill(0xee));
 const senders = Array.from({ length: SENDERS }, (_, i) => identityFromSeed(new Uint8Array(32).fill(i + 1)));
 // Round-robin order, increasing seq per sender: every message is fresh exactly once.
-const datagrams: { bytes: Uint8Array; source: string }[] = [];
+const datagrams: { bytes: Uint8Array; source: { address: string; iface: string } }[] = [];
 for (let n = 0; n < PER_SENDER; n++) {
   for (let i = 0; i < SENDERS; i++) {
     const s = senders[i]!;
@@ -26,7 +26,7 @@ for (let n = 0; n < PER_SENDER; n++) {
       { type: 'scrooge_hello', publicKey: s.publicKey, control: { address: `fe80::${i + 1}`, zone: 'eth0', port: 51819 }, seq: BigInt(n + 1) },
       s.sign,
     );
-    datagrams.push({ bytes, source: `fe80::${i + 1}%eth0` });
+    datagrams.push({ bytes, source: { address: `fe80::${i + 1}`, iface: 'eth0' } });
   }
 }
 

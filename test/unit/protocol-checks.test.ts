@@ -48,7 +48,7 @@ describe('§7: a sender key that is not a strict ed25519 key is bad-public-key, 
     const zero = new Uint8Array(64);
     zero[0] = 1;
     for (const sign of [() => zero, S.sign]) {
-      const r = gate.admit(helloFrom(weak, 1n, sign), 'fe80::5%eth0', 0);
+      const r = gate.admit(helloFrom(weak, 1n, sign), { address: 'fe80::5', iface: 'eth0' }, 0);
       expect(r.ok ? 'ok' : r.reason).toBe('bad-public-key');
     }
     expect(replay.size, 'nothing recorded').toBe(0);
@@ -56,7 +56,7 @@ describe('§7: a sender key that is not a strict ed25519 key is bad-public-key, 
 
   it('a strict key with a wrong signature is still bad-signature', () => {
     const { gate } = admission();
-    const r = gate.admit(helloFrom(S.publicKey, 1n, A.sign), 'fe80::5%eth0', 0);
+    const r = gate.admit(helloFrom(S.publicKey, 1n, A.sign), { address: 'fe80::5', iface: 'eth0' }, 0);
     expect(r.ok ? 'ok' : r.reason).toBe('bad-signature');
   });
 
@@ -64,7 +64,7 @@ describe('§7: a sender key that is not a strict ed25519 key is bad-public-key, 
     const { gate } = admission({ strangers: { rate: 1, burst: 1 } });
     const weak = WEAK_KEYS[0]![1];
     const reasons = [1n, 2n, 3n].map((seq) => {
-      const r = gate.admit(helloFrom(weak, seq), `fe80::${seq}%eth0`, 0);
+      const r = gate.admit(helloFrom(weak, seq), { address: 'fe80::5', iface: `eth${seq}` }, 0);
       return r.ok ? 'ok' : r.reason;
     });
     expect(reasons).toEqual(['bad-public-key', 'rate-limited', 'rate-limited']);
@@ -73,7 +73,7 @@ describe('§7: a sender key that is not a strict ed25519 key is bad-public-key, 
   it('and after replay: a stale seq from a known sender is stale-seq, whatever its key', () => {
     const { gate, replay } = admission();
     replay.accept(toBase64(S.publicKey), 10n);
-    const r = gate.admit(helloFrom(S.publicKey, 10n), 'fe80::5%eth0', 0);
+    const r = gate.admit(helloFrom(S.publicKey, 10n), { address: 'fe80::5', iface: 'eth0' }, 0);
     expect(r.ok ? 'ok' : r.reason).toBe('stale-seq');
   });
 });
@@ -113,6 +113,9 @@ describe('§1: the source comes first', () => {
     const { sim, a, hello } = setup();
     a.core.receive(hello, { address: 'febf::2', iface: 'eth0' }, sim.now);
     expect(a.core.counters.dropped['not-link-local'] ?? 0).toBe(0);
+    // The next check it meets: the hello names fe80::2, not the febf::2 it came from.
+    expect(a.core.counters.dropped['address-mismatch']).toBe(1);
+    a.core.receive(hello, { address: 'fe80::2', iface: 'eth0' }, sim.now);
     expect(a.core.counters.dropped['stale-seq']).toBe(1); // b's hello was already accepted
   });
 
