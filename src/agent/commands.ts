@@ -62,7 +62,7 @@ export class AgentCommands {
 
   private async trafficSummary() {
     const traffic = this.v.traffic();
-    return traffic ? { backend: traffic.backend, untunneledDrops: await traffic.untunneledDrops().catch(() => null) } : null;
+    return traffic ? { backend: traffic.backend, untunneledDrops: await traffic.untunneledDrops().catch(() => null), discoveryDrops: await traffic.discoveryDrops().catch(() => null) } : null;
   }
 
   private stats(args: Record<string, unknown>): boolean {
@@ -155,6 +155,7 @@ export class AgentCommands {
       backend: traffic.backend,
       share: settings.share,
       untunneledDrops: await traffic.untunneledDrops(),
+      discoveryDrops: await traffic.discoveryDrops(),
       trees: trees.map((t) => ({ ...t, alias: alias(t.neighbor), classes: t.classes.map((c) => ({ ...c, alias: alias(c.neighbor) })) })),
     };
   }
@@ -175,6 +176,7 @@ export class AgentCommands {
         return t.trees!.flatMap((tree) => tree.classes.map((c) => ({ dev: tree.dev, classid: c.classid, neighbor: c.neighbor, alias: c.alias, rateBits: c.rate, bytes: c.bytes, packets: c.packets, drops: c.drops })));
       },
       untunneledDrops: async () => (await this.trafficSummary())?.untunneledDrops ?? null,
+      discoveryDrops: async () => (await this.trafficSummary())?.discoveryDrops ?? null,
     };
   }
 }

@@ -207,10 +207,17 @@ export class Agent {
   // ------------------------------------------------------------------ core <-> edges
 
   private handle(actions: readonly Action[]): void {
+    let events = false;
     for (const a of actions) {
       if (a.kind === 'send') this.transport?.send(a.iface, a.to, a.bytes);
-      else logEvent(this.log, a, (key) => this.settings.neighbor(key).alias);
+      else {
+        events = true;
+        logEvent(this.log, a, (key) => this.settings.neighbor(key).alias);
+      }
     }
+    // The table changed: the kernel's guard learns who is proven now (debounced, and a no-op
+    // when nothing it holds changed).
+    if (events) this.traffic?.schedule();
     if (this.tunnels && !this.stopping && this.desiredChanged()) void this.reconcile.kick();
   }
 
@@ -277,7 +284,10 @@ export class Agent {
     const c = this.config;
     const tunnels = this.core.neighborList().flatMap((n) =>
       n.tunnel?.configured ? [{ ifname: n.tunnel.ifname, neighbor: n.key, meshIface: n.tunnel.peerEndpoint?.zone ?? n.iface ?? '' }] : []);
-    return trafficInput({ interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate }, settings, tunnels);
+    return {
+      ...trafficInput({ interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate }, settings, tunnels),
+      discovery: { port: c.discovery.port, known: this.core.provenSources() },
+    };
   }
 
   /** An operator's change: the kernel first (refused: nothing changes), then settings.json. */

@@ -9,7 +9,7 @@ import type { Action } from '../neighbors/core.js';
 type CoreEventAction = Action & { kind: 'event' };
 
 /** Routine steps of a negotiation: debug. */
-const DEBUG_EVENTS = new Set(['tunnel-offer', 'tunnel-answer', 'offer-crossed', 'neighbor-two-way']);
+const DEBUG_EVENTS = new Set(['tunnel-offer', 'tunnel-answer', 'offer-crossed', 'neighbor-two-way', 'neighbor-evicted']);
 
 export function logEvent(log: Logger, e: CoreEventAction, aliasOf: (neighbor: string) => string | undefined): void {
   const { kind: _k, event, ...fields } = e;

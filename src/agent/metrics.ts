@@ -14,6 +14,7 @@ export interface MetricsSource {
   tunnels(): Promise<{ neighbor: string; alias: string | null; ifname: string; rxBytes: number; txBytes: number; handshakeAgeSeconds: number | null }[]>;
   classes(): Promise<{ dev: string; classid: string; neighbor: string | null; alias: string | null; rateBits: number | null; bytes: number; packets: number; drops: number }[]>;
   untunneledDrops(): Promise<number | null>;
+  discoveryDrops(): Promise<number | null>;
 }
 
 /** `fn`'s result, shared by every caller within one scrape (half a second). */
@@ -78,6 +79,11 @@ export function buildRegistry(source: MetricsSource): Registry {
   new Gauge({ name: 'scrooge_class_rate_bits', help: 'Guaranteed rate of a traffic class (bit/s)', labelNames: classLabels, ...opts, async collect() {
     this.reset();
     for (const c of await classes()) if (c.rateBits !== null) this.set(cl(c), c.rateBits);
+  } });
+  new Counter({ name: 'scrooge_discovery_dropped_packets_total', help: 'Datagrams to the discovery port the kernel dropped before the agent saw them (strangers over budget)', ...opts, async collect() {
+    this.reset();
+    const v = await source.discoveryDrops();
+    if (v !== null) this.inc(v);
   } });
   new Counter({ name: 'scrooge_untunneled_dropped_packets_total', help: 'Packets from mesh interfaces (not through a tunnel) kept from being forwarded', ...opts, async collect() {
     this.reset();

@@ -109,6 +109,10 @@ export class TrafficDriver {
     return this.deps.control.untunneledDrops();
   }
 
+  discoveryDrops(): Promise<number> {
+    return this.deps.control.discoveryDrops();
+  }
+
   liveClasses(): Promise<LiveTree[]> {
     return this.deps.control.liveClasses();
   }

@@ -55,6 +55,14 @@ export const MAX_PREPARED_TUNNELS = 16;
 
 // ---------------------------------------------------------------- traffic (config defaults)
 
+/**
+ * The kernel's budgets for strangers on the discovery port, per source and all together
+ * (bursts equal): well above what the agent admits (20/s per source, 300/s in all), so the
+ * agent still counts and limits what it is sent; they keep a flood from reaching its socket.
+ */
+export const GUARD_PER_SOURCE = 20;
+export const GUARD_STRANGERS = 1000;
+
 /** Sell everything unless the owner says otherwise. */
 export const SHARE = 1;
 /** A mesh interface of unknown capacity: gigabit Ethernet. */

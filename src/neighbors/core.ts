@@ -918,6 +918,16 @@ export class MeshCore {
     });
   }
 
+  /** Where proven neighbors are heard from (for the kernel's guard of the discovery port), sorted. */
+  provenSources(): { address: string; iface: string }[] {
+    const out: { address: string; iface: string }[] = [];
+    for (const n of this.neighbors.values()) {
+      if (!n.proven && !n.tunnel) continue;
+      for (const [iface, p] of n.paths) out.push({ address: p.linkLocal, iface });
+    }
+    return out.sort((a, b) => (a.address + a.iface < b.address + b.iface ? -1 : 1));
+  }
+
   interfaceList(): MeshInterface[] {
     return [...this.interfaces.values()].map(({ name, linkLocal }) => ({ name, linkLocal }));
   }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { parseRate } from '../config/units.js';
 import { ScroogeError } from '../errors.js';
 import { HANDLE, neighborOfClass, planTraffic, type TcTree, type TrafficInput } from '../traffic/plan.js';
-import { IPT_FILTER_CHAIN, IPT_MANGLE_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
+import { IPT_FILTER_CHAIN, IPT_GUARD_CHAIN, IPT_MANGLE_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
 import { tcCommands } from '../traffic/tc.js';
 import type { Runner } from './runner.js';
 
@@ -50,8 +50,11 @@ export class TrafficControl {
   /** The filter as last applied; '' until the first apply (which builds it fresh). */
   private lastFilter = '';
   private iptablesJumps = false;
+  /** The discovery port the ip6tables guard's INPUT jump is for (added once, removed on stop). */
+  private guardPort: number | undefined;
   /** iptables counters restart at each restore: what they had counted before. */
   private droppedBefore = 0;
+  private guardDroppedBefore = 0;
   /** Devices whose root qdisc was looked at (by ifindex), and those with someone else's. */
   private checked = new Map<string, number>();
   private foreign = new Set<string>();
@@ -150,31 +153,52 @@ export class TrafficControl {
     this.classOf = plan.classOf;
 
     let filterChanged = false;
-    const filter = this.filterBackend === 'nft' ? nftRuleset(full, plan, this.lastFilter === '') : iptablesRestore(full, plan);
-    if (filter !== this.lastFilter) {
-      if (this.filterBackend === 'iptables' && this.lastFilter) this.droppedBefore += await this.iptablesDrops();
-      await this.applyFilter(filter);
-      // The incremental nft text is what later applies are compared with.
-      this.lastFilter = this.filterBackend === 'nft' ? nftRuleset(full, plan, false) : filter;
-      filterChanged = true;
+    if (this.filterBackend === 'nft') {
+      const text = nftRuleset(full, plan, this.lastFilter === '');
+      if (text !== this.lastFilter) {
+        await this.deps.run(['nft', '-f', '-'], { input: text });
+        // The incremental text is what later applies are compared with.
+        this.lastFilter = nftRuleset(full, plan, false);
+        filterChanged = true;
+      }
+    } else {
+      const v4 = iptablesRestore(full, plan, 'ipv4');
+      const v6 = iptablesRestore(full, plan, 'ipv6');
+      if (`${v4}\n${v6}` !== this.lastFilter) {
+        if (this.lastFilter) {
+          this.droppedBefore += await this.iptablesDrops();
+          this.guardDroppedBefore += await this.chainDrops('ip6tables', IPT_GUARD_CHAIN);
+        }
+        await this.applyIptables(v4, v6, full.discovery?.port);
+        this.lastFilter = `${v4}\n${v6}`;
+        filterChanged = true;
+      }
     }
     return { filterChanged, tcCommands: lines.length, ms: Math.round(performance.now() - started) };
   }
 
-  private async applyFilter(text: string): Promise<void> {
-    if (this.filterBackend === 'nft') {
-      await this.deps.run(['nft', '-f', '-'], { input: text });
-      return;
-    }
-    for (const cmd of ['iptables', 'ip6tables']) await this.deps.run([`${cmd}-restore`, '-w', '--noflush'], { input: text });
+  /** The jumps into our chains, each added once (`-C` first: a previous run may have left it). */
+  private async jump(cmd: string, table: string, hook: string, spec: string[]): Promise<void> {
+    const present = await this.deps.run([cmd, '-w', '-t', table, '-C', hook, ...spec]).then(() => true, () => false);
+    if (!present) await this.deps.run([cmd, '-w', '-t', table, '-I', hook, '1', ...spec]);
+  }
+
+  private guardJump(port: number): string[] {
+    return ['-p', 'udp', '--dport', String(port), '-j', IPT_GUARD_CHAIN];
+  }
+
+  private async applyIptables(v4: string, v6: string, guardPort: number | undefined): Promise<void> {
+    await this.deps.run(['iptables-restore', '-w', '--noflush'], { input: v4 });
+    await this.deps.run(['ip6tables-restore', '-w', '--noflush'], { input: v6 });
     if (!this.iptablesJumps) {
       for (const cmd of ['iptables', 'ip6tables']) {
-        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) {
-          const present = await this.deps.run([cmd, '-w', '-t', table, '-C', 'FORWARD', '-j', chain]).then(() => true, () => false);
-          if (!present) await this.deps.run([cmd, '-w', '-t', table, '-I', 'FORWARD', '1', '-j', chain]);
-        }
+        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) await this.jump(cmd, table, 'FORWARD', ['-j', chain]);
       }
       this.iptablesJumps = true;
+    }
+    if (guardPort !== undefined && this.guardPort === undefined) {
+      await this.jump('ip6tables', 'filter', 'INPUT', this.guardJump(guardPort));
+      this.guardPort = guardPort;
     }
   }
 
@@ -184,13 +208,17 @@ export class TrafficControl {
     if (this.filterBackend === 'nft') {
       await this.deps.run(['nft', '-f', '-'], { input: NFT_REMOVE }).catch((err) => this.log?.error({ err: (err as Error).message }, 'removing nft table failed'));
     } else {
+      const remove = async (cmd: string, table: string, hook: string, chain: string, spec: string[]) => {
+        await this.deps.run([cmd, '-w', '-t', table, '-D', hook, ...spec], { okExitCodes: [0, 1, 2] });
+        await this.deps.run([cmd, '-w', '-t', table, '-F', chain], { okExitCodes: [0, 1] });
+        await this.deps.run([cmd, '-w', '-t', table, '-X', chain], { okExitCodes: [0, 1] });
+      };
       for (const cmd of ['iptables', 'ip6tables']) {
-        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) {
-          await this.deps.run([cmd, '-w', '-t', table, '-D', 'FORWARD', '-j', chain], { okExitCodes: [0, 1, 2] });
-          await this.deps.run([cmd, '-w', '-t', table, '-F', chain], { okExitCodes: [0, 1] });
-          await this.deps.run([cmd, '-w', '-t', table, '-X', chain], { okExitCodes: [0, 1] });
-        }
+        for (const [table, chain] of [['filter', IPT_FILTER_CHAIN], ['mangle', IPT_MANGLE_CHAIN]] as const) await remove(cmd, table, 'FORWARD', chain, ['-j', chain]);
       }
+      if (this.guardPort !== undefined) await remove('ip6tables', 'filter', 'INPUT', IPT_GUARD_CHAIN, this.guardJump(this.guardPort));
+      this.guardPort = undefined;
+      this.iptablesJumps = false;
     }
     const lines: string[] = [];
     const index = this.deps.deviceIndex ?? deviceIndex;
@@ -199,27 +227,41 @@ export class TrafficControl {
     this.current.clear();
     this.lastFilter = '';
     this.droppedBefore = 0;
+    this.guardDroppedBefore = 0;
   }
 
   /** Packets dropped because they came from a mesh interface without a tunnel. */
   async untunneledDrops(): Promise<number> {
     if (!this.lastFilter) return 0;
-    if (this.filterBackend === 'nft') {
-      const { stdout } = await this.deps.run(['nft', '-j', 'list', 'counter', 'inet', 'scrooge', 'untunneled']);
-      const entries = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
-      return entries.find((e) => e.counter)?.counter?.packets ?? 0;
-    }
+    if (this.filterBackend === 'nft') return this.nftCounter('untunneled');
     return this.droppedBefore + (await this.iptablesDrops());
   }
 
+  /** Datagrams to the discovery port the kernel dropped before the agent saw them (the guard). */
+  async discoveryDrops(): Promise<number> {
+    if (!this.lastFilter) return 0;
+    if (this.filterBackend === 'nft') return this.nftCounter('discovery_dropped');
+    return this.guardDroppedBefore + (await this.chainDrops('ip6tables', IPT_GUARD_CHAIN));
+  }
+
+  private async nftCounter(name: string): Promise<number> {
+    const { stdout } = await this.deps.run(['nft', '-j', 'list', 'counter', 'inet', 'scrooge', name]);
+    const entries = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
+    return entries.find((e) => e.counter)?.counter?.packets ?? 0;
+  }
+
   private async iptablesDrops(): Promise<number> {
+    return (await this.chainDrops('iptables', IPT_FILTER_CHAIN)) + (await this.chainDrops('ip6tables', IPT_FILTER_CHAIN));
+  }
+
+  /** Packets counted by the DROP rules of one of our chains (iptables -L -v -x). */
+  private async chainDrops(cmd: string, chain: string): Promise<number> {
+    const { stdout } = await this.deps.run([cmd, '-w', '-L', chain, '-n', '-v', '-x'], { okExitCodes: [0, 1] });
     let total = 0;
-    for (const cmd of ['iptables', 'ip6tables']) {
-      const { stdout } = await this.deps.run([cmd, '-w', '-L', IPT_FILTER_CHAIN, '-n', '-v', '-x'], { okExitCodes: [0, 1] });
-      for (const line of stdout.split('\n').slice(2)) {
-        const packets = Number(line.trim().split(/\s+/)[0]);
-        if (Number.isFinite(packets)) total += packets;
-      }
+    for (const line of stdout.split('\n').slice(2)) {
+      const f = line.trim().split(/\s+/);
+      const packets = Number(f[0]);
+      if (f[2] === 'DROP' && Number.isFinite(packets)) total += packets;
     }
     return total;
   }

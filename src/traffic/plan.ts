@@ -41,9 +41,22 @@ export interface TunnelInput {
   cap: number | undefined;
 }
 
+/**
+ * The discovery port's guard in the kernel (PROTOCOL.md §7 "Before the agent"): proven
+ * neighbors' sources always pass; everyone else shares small budgets, so a flood is dropped
+ * before it costs the agent a JavaScript turn and cannot overflow its socket.
+ */
+export interface DiscoveryGuard {
+  port: number;
+  /** Where proven neighbors are heard from: their link-local address on a mesh interface. */
+  known: readonly { address: string; iface: string }[];
+}
+
 export interface TrafficInput {
   /** Fraction in (0, 1] of each egress interface's capacity that forwarded traffic may use. */
   share: number;
+  /** Absent: no guard on the discovery port. */
+  discovery?: DiscoveryGuard | undefined;
   meshInterfaces: { name: string; rate: number }[];
   uplinks: { name: string; rate: number }[];
   tunnels: TunnelInput[];

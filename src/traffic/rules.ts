@@ -9,8 +9,10 @@
  * forwarded is counted and dropped; a packet forwarded into a tunnel is sold to that neighbor
  * (5c:20 on the tunnel); one forwarded from a tunnel to an uplink is that neighbor's. Anything
  * else forwarded to an uplink (from the owner's own LAN, say) is the owner's: HTB's default
- * class. Input (discovery, tunnel ports, neighbor discovery) and local output are not touched.
+ * class. Local output is not touched; of the input, only the discovery port is (the guard:
+ * proven neighbors pass, strangers get small budgets, PROTOCOL.md §7 "Before the agent").
  */
+import { GUARD_PER_SOURCE, GUARD_STRANGERS } from '../config/tunables.js';
 import { CLASS_SOLD, NFT_TABLE, type TrafficInput, type TrafficPlan } from './plan.js';
 
 const q = (s: string) => JSON.stringify(s);
@@ -33,9 +35,14 @@ export function nftRuleset(input: TrafficInput, plan: TrafficPlan, fresh = true)
     `  map neighbor_class { type ifname : classid; }`,
     `  counter untunneled { }`,
     `  chain forward { type filter hook forward priority filter; policy accept; }`,
+    `  set known_sources { type ipv6_addr . ifname; }`,
+    // Per-source buckets of the guard; a source not seen for 10 s is forgotten.
+    `  set stranger_sources { type ipv6_addr; flags dynamic; timeout 10s; size 4096; }`,
+    `  counter discovery_dropped { }`,
+    `  chain input { type filter hook input priority filter; policy accept; }`,
     `}`,
   );
-  if (!fresh) lines.push(`flush chain ${t} forward`, `flush set ${t} mesh`, `flush set ${t} tunnels`, `flush set ${t} uplinks`, `flush map ${t} neighbor_class`);
+  if (!fresh) lines.push(`flush chain ${t} forward`, `flush set ${t} mesh`, `flush set ${t} tunnels`, `flush set ${t} uplinks`, `flush map ${t} neighbor_class`, `flush chain ${t} input`, `flush set ${t} known_sources`);
   const add = (set: string, items: string[]) => items.length && lines.push(`add element ${t} ${set} { ${items.join(', ')} }`);
   add('mesh', mesh.map(q));
   add('tunnels', tunnels.map((x) => q(x.ifname)));
@@ -45,20 +52,48 @@ export function nftRuleset(input: TrafficInput, plan: TrafficPlan, fresh = true)
     `add rule ${t} forward iifname @mesh counter name "untunneled" drop`,
     `add rule ${t} forward oifname @tunnels meta priority set ${CLASS_SOLD}`,
     `add rule ${t} forward oifname @uplinks iifname @tunnels meta priority set iifname map @neighbor_class`,
-    '',
   );
+  const g = input.discovery;
+  if (g) {
+    add('known_sources', knownSources(g.known).map((k) => `${k.address} . ${q(k.iface)}`));
+    const udp = `udp dport ${g.port}`;
+    lines.push(
+      `add rule ${t} input ${udp} ip6 saddr . iifname @known_sources accept`,
+      `add rule ${t} input ${udp} update @stranger_sources { ip6 saddr limit rate over ${GUARD_PER_SOURCE}/second burst ${GUARD_PER_SOURCE} packets } counter name "discovery_dropped" drop`,
+      `add rule ${t} input ${udp} limit rate over ${GUARD_STRANGERS}/second burst ${GUARD_STRANGERS} packets counter name "discovery_dropped" drop`,
+    );
+  }
+  lines.push('');
   return lines.join('\n');
+}
+
+/** Sorted and without repeats, so the same sources always give the same text. */
+function knownSources(known: readonly { address: string; iface: string }[]): { address: string; iface: string }[] {
+  const seen = new Map(known.map((k) => [`${k.address}%${k.iface}`, k]));
+  return [...seen.keys()].sort().map((k) => seen.get(k)!);
 }
 
 export const NFT_REMOVE = `table inet ${NFT_TABLE}\ndelete table inet ${NFT_TABLE}\n`;
 
 export const IPT_FILTER_CHAIN = 'SCROOGE-FWD';
 export const IPT_MANGLE_CHAIN = 'SCROOGE-CLASS';
+/** The discovery guard (ip6tables only: discovery is IPv6), jumped to from INPUT for the port. */
+export const IPT_GUARD_CHAIN = 'SCROOGE-IN';
 
-/** iptables-restore --noflush input (the same for iptables and ip6tables). */
-export function iptablesRestore(input: TrafficInput, plan: TrafficPlan): string {
+/** iptables-restore --noflush input; ip6tables gets the discovery guard too. */
+export function iptablesRestore(input: TrafficInput, plan: TrafficPlan, family: 'ipv4' | 'ipv6' = 'ipv4'): string {
   const lines = ['*filter', `:${IPT_FILTER_CHAIN} - [0:0]`];
   for (const m of input.meshInterfaces.map((x) => x.name).sort()) lines.push(`-A ${IPT_FILTER_CHAIN} -i ${m} -j DROP`);
+  const g = input.discovery;
+  if (family === 'ipv6' && g) {
+    lines.push(`:${IPT_GUARD_CHAIN} - [0:0]`);
+    for (const k of knownSources(g.known)) lines.push(`-A ${IPT_GUARD_CHAIN} -i ${k.iface} -s ${k.address}/128 -j RETURN`);
+    lines.push(
+      `-A ${IPT_GUARD_CHAIN} -m hashlimit --hashlimit-above ${GUARD_PER_SOURCE}/sec --hashlimit-burst ${GUARD_PER_SOURCE} --hashlimit-mode srcip --hashlimit-name scrooge-discovery -j DROP`,
+      `-A ${IPT_GUARD_CHAIN} -m limit --limit ${GUARD_STRANGERS}/sec --limit-burst ${GUARD_STRANGERS} -j RETURN`,
+      `-A ${IPT_GUARD_CHAIN} -j DROP`,
+    );
+  }
   lines.push('COMMIT', '*mangle', `:${IPT_MANGLE_CHAIN} - [0:0]`);
   const tunnels = [...input.tunnels].sort((a, b) => (a.ifname < b.ifname ? -1 : 1));
   for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -o ${t.ifname} -j CLASSIFY --set-class ${CLASS_SOLD}`);

@@ -202,3 +202,38 @@ describe('applying plans (stateful fake kernel)', () => {
     expect(kernel.qdiscs.get('eth1')!.handle).toBe('1:');
   });
 });
+
+describe('the discovery guard (issue 12 part 3)', () => {
+  const guard = { port: 51819, known: [{ address: 'fe80::b', iface: 'eth0' }, { address: 'fe80::a', iface: 'eth0' }, { address: 'fe80::a', iface: 'eth0' }] };
+  const input: TrafficInput = { ...base([tunnel(0)]), discovery: guard, leaf: 'none' };
+  const plan = planTraffic(input);
+
+  it('nft: proven sources pass, strangers get per-source and shared budgets, drops counted', () => {
+    const text = nftRuleset(input, plan);
+    expect(text).toContain('add element inet scrooge known_sources { fe80::a . "eth0", fe80::b . "eth0" }');
+    expect(text).toContain('add rule inet scrooge input udp dport 51819 ip6 saddr . iifname @known_sources accept');
+    expect(text).toMatch(/input udp dport 51819 update @stranger_sources \{ ip6 saddr limit rate over 20\/second burst 20 packets \} counter name "discovery_dropped" drop/);
+    expect(text).toMatch(/input udp dport 51819 limit rate over 1000\/second burst 1000 packets counter name "discovery_dropped" drop/);
+    // Incremental: the known set is flushed and refilled; the per-source buckets are kept.
+    const later = nftRuleset(input, plan, false);
+    expect(later).toContain('flush set inet scrooge known_sources');
+    expect(later).not.toContain('flush set inet scrooge stranger_sources');
+    const k = new FakeKernel(new Set(['eth0', 'eth1', IF(0)]));
+    k.nft(text);
+    k.nft(later);
+    expect(k.render()).toContain('nft known_sources: fe80::a . "eth0", fe80::b . "eth0"');
+  });
+
+  it('without a guard in the input, nothing is said about the input chain', () => {
+    expect(nftRuleset({ ...input, discovery: undefined }, plan)).not.toMatch(/add rule inet scrooge input/);
+  });
+
+  it('iptables: the guard is IPv6 only (discovery is), in its own chain', () => {
+    const v6 = iptablesRestore(input, plan, 'ipv6');
+    expect(v6).toContain(':SCROOGE-IN - [0:0]');
+    expect(v6).toContain('-A SCROOGE-IN -i eth0 -s fe80::a/128 -j RETURN');
+    expect(v6).toMatch(/hashlimit-above 20\/sec .* -j DROP/);
+    expect(v6.trim().split('\n').filter((l) => l.startsWith('-A SCROOGE-IN')).at(-1)).toBe('-A SCROOGE-IN -j DROP');
+    expect(iptablesRestore(input, plan, 'ipv4')).not.toContain('SCROOGE-IN');
+  });
+});

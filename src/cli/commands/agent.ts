@@ -67,7 +67,7 @@ export const status = readCommand('status', "show the agent's identity, interfac
       publicKey: string; tunnelAddress: string; uptimeSeconds: number; pid: number; backend: string | null; neighbors: number; tunnels: number; share: number;
       interfaces: { name: string; up: boolean; linkLocal: string | null }[];
       counters: { sent: Record<string, number>; received: Record<string, number>; dropped: Record<string, number>; sendErrors: number };
-      traffic: { backend: string; untunneledDrops: number | null } | null;
+      traffic: { backend: string; untunneledDrops: number | null; discoveryDrops?: number | null } | null;
     };
     const lines = [
       `public key:  ${s.publicKey}`,
@@ -79,7 +79,7 @@ export const status = readCommand('status', "show the agent's identity, interfac
       `sent:        ${Object.entries(s.counters.sent).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')}${s.counters.sendErrors ? ` (send errors ${s.counters.sendErrors})` : ''}`,
       `received:    ${Object.entries(s.counters.received).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')}`,
       `dropped:     ${Object.entries(s.counters.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
-      `traffic:     ${s.traffic ? `${s.traffic.backend} filter, untunneled packets dropped: ${s.traffic.untunneledDrops ?? '?'}` : 'disabled'}`,
+      `traffic:     ${s.traffic ? `${s.traffic.backend} filter, untunneled packets dropped: ${s.traffic.untunneledDrops ?? '?'}, discovery datagrams dropped by the kernel: ${s.traffic.discoveryDrops ?? '?'}` : 'disabled'}`,
     ];
     io.out(lines.join('\n') + '\n');
   });

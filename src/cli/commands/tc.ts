@@ -87,7 +87,7 @@ interface LiveTree {
 async function show(args: string[], io: CliIO): Promise<number> {
   const { values } = parseCommandLine(args, { socket: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } }, { max: 0 });
   const socket = socketPath(values);
-  const r = (await controlRequest(socket, 'traffic')) as { enabled: boolean; backend?: string; share?: number; untunneledDrops?: number; trees?: LiveTree[] };
+  const r = (await controlRequest(socket, 'traffic')) as { enabled: boolean; backend?: string; share?: number; untunneledDrops?: number; discoveryDrops?: number; trees?: LiveTree[] };
   if (values.json) {
     printJson(io, r);
     return 0;
@@ -96,7 +96,7 @@ async function show(args: string[], io: CliIO): Promise<number> {
     io.out('traffic control is disabled in this agent\'s config\n');
     return 0;
   }
-  io.out(`filter: ${r.backend}   share: ${r.share}   untunneled packets dropped: ${r.untunneledDrops}\n`);
+  io.out(`filter: ${r.backend}   share: ${r.share}   untunneled packets dropped: ${r.untunneledDrops}   discovery datagrams dropped by the kernel: ${r.discoveryDrops}\n`);
   for (const t of r.trees ?? []) {
     io.out(`\n${t.dev} (${t.kind === 'uplink' ? 'uplink' : `tunnel to ${t.alias ?? t.neighbor?.slice(0, 12)}`})\n`);
     io.out(formatTable(['CLASS', 'WHAT', 'RATE', 'CEIL', 'BYTES', 'PACKETS', 'DROPS'], t.classes.map((c) => [
