@@ -71,7 +71,8 @@ export interface AgentSize {
   buildSeconds: number;
   pairs: number;
   tunnels: number;
-  cpuSeconds: { agents: number; wireguardGo: number };
+  /** agentChildren: the agents' short-lived `ip`/`nft`/`tc` processes (not in agents, not in the floor). */
+  cpuSeconds: { agents: number; agentChildren: number; wireguardGo: number };
   wireguardGoProcesses: number;
   wireguardGoRssMiB: number;
   rssMiB: { median: number; max: number; n1: number };
@@ -140,7 +141,7 @@ async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores
       buildSeconds: round2(up.ms / 1000),
       pairs,
       tunnels,
-      cpuSeconds: { agents: round2(agentCpu), wireguardGo: round2(wgCpu) },
+      cpuSeconds: { agents: round2(agentCpu), agentChildren: round2(at.agentChildrenCpu), wireguardGo: round2(wgCpu) },
       wireguardGoProcesses: at.wireguardGo.length,
       wireguardGoRssMiB: Math.round(sum(at.wireguardGoRssMiB)),
       rssMiB: { median: median(at.agentRssMiB), max: Math.max(...at.agentRssMiB), n1: at.agentRssMiB[at.agents.indexOf(n1)]! },
@@ -266,15 +267,28 @@ async function main(): Promise<void> {
   const current = await runtimeFigures(runner, 'current', false);
   const ygg: YggSize[] = [];
   const agents: AgentSize[] = [];
+  const errors: string[] = [];
   for (const n of sizes) {
     const idle = n === idleSize && idleSeconds > 0 ? { seconds: idleSeconds, settle } : null;
     say(`lan-${n}: Yggdrasil${idle ? ` (+ ${idleSeconds} s idle)` : ''}`);
-    const y = await yggdrasilSize(runner, n, idle);
-    ygg.push(y);
-    say(`lan-${n}: Yggdrasil ${y.ok ? `${y.seconds} s` : 'TIMED OUT'}; agents${idle ? ` (+ ${idleSeconds} s idle)` : ''}`);
-    const a = await agentSize(runner, n, current.bareStartupCpuMs, cores, idle);
-    agents.push(a);
-    say(`lan-${n}: agents ${a.ok ? `${a.seconds} s` : 'TIMED OUT'} (${a.convergenceOverFloor} floors)`);
+    // One size failing (an agent that does not start on a loaded machine) loses only its figures.
+    try {
+      const y = await yggdrasilSize(runner, n, idle);
+      ygg.push(y);
+      say(`lan-${n}: Yggdrasil ${y.ok ? `${y.seconds} s` : 'TIMED OUT'}`);
+    } catch (err) {
+      errors.push(`lan-${n} Yggdrasil: ${(err as Error).message}`);
+      say(errors[errors.length - 1]!);
+    }
+    say(`lan-${n}: agents${idle ? ` (+ ${idleSeconds} s idle)` : ''}`);
+    try {
+      const a = await agentSize(runner, n, current.bareStartupCpuMs, cores, idle);
+      agents.push(a);
+      say(`lan-${n}: agents ${a.ok ? `${a.seconds} s` : 'TIMED OUT'} (${a.convergenceOverFloor} floors)`);
+    } catch (err) {
+      errors.push(`lan-${n} agents: ${(err as Error).message}`);
+      say(errors[errors.length - 1]!);
+    }
   }
   const runtimes: RuntimeFigures[] = [];
   for (const spec of values.runtimes.split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -282,21 +296,23 @@ async function main(): Promise<void> {
     runtimes.push(await runtimeFigures(runner, spec, true).catch((err: Error) => ({ spec, version: '?', path: '?', bareStartupCpuMs: NaN, bareStartupSamplesMs: [], bareRssMiB: NaN, loneAgent: { error: err.message } })));
   }
   const figures = figuresOf(current, ygg, agents);
+  if (errors.length) process.exitCode = 1;
   const machine = { cores, loadBefore, loadAfter: loadAverage(), uptimeBefore, uptimeAfter: (await runner(['uptime'])).stdout.trim() };
   if (values.json) {
-    console.log(JSON.stringify({ node: process.version, yggdrasil: yggVersion, machine, bare: current, yggdrasilRuns: ygg, agentRuns: agents, runtimes, figures }, null, 2));
+    console.log(JSON.stringify({ node: process.version, yggdrasil: yggVersion, machine, bare: current, yggdrasilRuns: ygg, agentRuns: agents, runtimes, figures, errors }, null, 2));
     return;
   }
   console.log(`node ${process.version}, yggdrasil ${yggVersion}, ${cores} cores`);
   console.log(`load before: ${uptimeBefore}\nload after:  ${machine.uptimeAfter}\n`);
+  for (const e of errors) console.log(`FAILED: ${e}`);
   console.log(
     table([
-      ['N', 'YGG CONV', 'YGG CPU s', 'YGG RSS', 'AGENTS CONV', 'BUILD', 'AGENT CPU s', 'WG-GO CPU s (procs)', 'FLOOR s', 'CONV/FLOOR', 'MS/TUNNEL', 'RSS MED/MAX/n1', 'WG-GO RSS'],
+      ['N', 'YGG CONV', 'YGG CPU s', 'YGG RSS', 'AGENTS CONV', 'BUILD', 'AGENT CPU s (+children)', 'WG-GO CPU s (procs)', 'FLOOR s', 'CONV/FLOOR', 'MS/TUNNEL', 'RSS MED/MAX/n1', 'WG-GO RSS'],
       ...agents.map((a) => {
-        const y = ygg.find((x) => x.n === a.n)!;
+        const y = ygg.find((x) => x.n === a.n);
         return [
-          String(a.n), y.ok ? `${y.seconds} s` : 'timeout', String(y.cpuSecondsToConvergence), `${y.rssMiB.median} MiB`, a.ok ? `${a.seconds} s` : 'timeout', `${a.buildSeconds} s`,
-          String(a.cpuSeconds.agents), `${a.cpuSeconds.wireguardGo} (${a.wireguardGoProcesses})`, String(a.floorSeconds), String(a.convergenceOverFloor), String(a.agentCpuPerTunnelMs),
+          String(a.n), !y ? '-' : y.ok ? `${y.seconds} s` : 'timeout', y ? String(y.cpuSecondsToConvergence) : '-', y ? `${y.rssMiB.median} MiB` : '-', a.ok ? `${a.seconds} s` : 'timeout', `${a.buildSeconds} s`,
+          `${a.cpuSeconds.agents} (+${a.cpuSeconds.agentChildren})`, `${a.cpuSeconds.wireguardGo} (${a.wireguardGoProcesses})`, String(a.floorSeconds), String(a.convergenceOverFloor), String(a.agentCpuPerTunnelMs),
           `${a.rssMiB.median}/${a.rssMiB.max}/${a.rssMiB.n1}`, `${a.wireguardGoRssMiB} MiB`,
         ];
       }),

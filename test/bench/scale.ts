@@ -10,7 +10,8 @@
  * from the agents' start), holds it up for --hold-seconds checking every 5 s that it stays
  * converged (all agents alive, every pair handshaken, the same wireguard-go daemons), and prints
  * the memory: agents' and wireguard-go daemons' RSS, and the drop of the machine's MemAvailable
- * (lowest seen, sampled every 250 ms, against the reading before the build). Then takes it down.
+ * (lowest seen, sampled every 250 ms, against the reading before the build). Then takes it down;
+ * after a failure the agents' logs are kept in /tmp/scrooge-scale-ID-logs.
  *
  * Where the time goes: CPU of agents and wireguard-go up to convergence against what the cores
  * could give in that time, the machine's busy share (/proc/stat: other tenants included), and
@@ -20,12 +21,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { cp } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { agentTunnelStatus } from '../../src/sim/agents.js';
 import { downRun, upRun } from '../../src/sim/build.js';
-import { isAlive, loadRun } from '../../src/sim/run.js';
+import { isAlive, loadRun, logsDir } from '../../src/sim/run.js';
 import { agentPairs } from '../../src/sim/scenario.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
 import { createRunner } from '../../src/system/runner.js';
@@ -72,6 +74,10 @@ export interface ScaleResult {
     machineBusyShare: number;
   };
   downSeconds: number;
+  /** Where the agents' logs were copied when it failed. */
+  keptLogs: string | null;
+  /** Pairs still without a handshake when the wait ended. */
+  missingPairs: string[];
   load: { before: string; after: string };
   targets: typeof SCALE_TARGETS;
   ratios: { converge: number; memory: number; memAvailableDrop: number };
@@ -133,6 +139,13 @@ export async function scaleOnce(opts: { scenario: string; holdSeconds: number; t
     memLowest = Math.min(memLowest, memEnd);
     const totalRss = Math.round(sum(agentsRss) + sum(wgRss));
     const seconds = wait.sinceAgentsStarted ?? NaN;
+    let keptLogs: string | null = null;
+    if (!wait.ok || failedChecks.length) {
+      // The run folder goes with the run: keep the agents' logs of a failure to read later.
+      keptLogs = `/tmp/scrooge-scale-${id}-logs`;
+      await cp(logsDir(id), keptLogs, { recursive: true });
+      say(`agents' logs kept in ${keptLogs}`);
+    }
     say('taking it down');
     const d0 = performance.now();
     await downRun(id);
@@ -169,6 +182,8 @@ export async function scaleOnce(opts: { scenario: string; holdSeconds: number; t
         machineBusyShare: round2((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)),
       },
       downSeconds,
+      keptLogs,
+      missingPairs: wait.pairs.filter((p) => !p.ok).map((p) => `${p.a}-${p.b}`),
       load: { before, after: (await runner(['uptime'])).stdout.trim() },
       targets: SCALE_TARGETS,
       ratios: {
@@ -207,6 +222,8 @@ async function main(): Promise<void> {
     return;
   }
   const ok = (x: number) => (x <= 1 ? ' ok' : '');
+  if (!r.ok && r.keptLogs) console.log(`agents' logs: ${r.keptLogs}`);
+  if (r.missingPairs.length) console.log(`pairs never handshaken: ${r.missingPairs.join(' ')}`);
   const m = r.memory;
   console.log(`${r.scenario}: ${r.agents} agents, ${r.pairs} pairs, node ${r.node}; ${r.ok ? 'converged and stayed so' : 'FAILED'}`);
   console.log(`load before: ${r.load.before}\nload after:  ${r.load.after}`);

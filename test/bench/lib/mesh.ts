@@ -4,6 +4,7 @@
  * run costs right then: agents and wireguard-go daemons, CPU (utime+stime) and RSS from /proc.
  * No side effects on import. Lives in a folder so scripts/build.mjs does not make it an entry.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { agentTunnelStatus } from '../../../src/sim/agents.js';
@@ -56,6 +57,23 @@ export function cpuOr0(pid: number): number {
   }
 }
 
+let clockTicks: number | undefined;
+
+/**
+ * cutime + cstime: CPU of the children a process has waited for (its `ip`, `nft`, `tc` runs; not
+ * its wireguard-go daemons, which are still running), seconds; 0 when it is gone.
+ */
+export function childrenCpuSeconds(pid: number): number {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[13]) + Number(f[14])) / clockTicks; // fields 16 and 17; f[0] is field 3
+  } catch {
+    return 0;
+  }
+}
+
 /** CPU seconds of each pid, keyed by pid: read twice, the difference is a window's use. */
 export function cpuByPid(pids: readonly number[]): Map<number, number> {
   return new Map(pids.map((p) => [p, cpuOr0(p)]));
@@ -93,6 +111,8 @@ export function agentPidsOf(run: SimRun): AgentPid[] {
 export interface MeshSnapshot {
   agents: AgentPid[];
   agentCpu: Map<number, number>;
+  /** CPU of the short-lived processes each agent ran (cutime + cstime), not in agentCpu. */
+  agentChildrenCpu: number;
   agentRssMiB: number[];
   wireguardGo: number[];
   wireguardGoCpu: Map<number, number>;
@@ -104,10 +124,11 @@ export async function snapshot(runner: Runner, run: SimRun): Promise<MeshSnapsho
   const agents = agentPidsOf(run);
   const agentCpu = cpuByPid(agents.map((a) => a.pid));
   const agentRssMiB = agents.map((a) => rssMiB(a.pid));
+  const agentChildrenCpu = sum(agents.map((a) => childrenCpuSeconds(a.pid)));
   const wireguardGo = await wireguardGoPids(runner, run);
   const wireguardGoCpu = cpuByPid(wireguardGo);
   const wireguardGoRssMiB = wireguardGo.map((p) => rssMiB(p) || 0);
-  return { agents, agentCpu, agentRssMiB, wireguardGo, wireguardGoCpu, wireguardGoRssMiB };
+  return { agents, agentCpu, agentChildrenCpu, agentRssMiB, wireguardGo, wireguardGoCpu, wireguardGoRssMiB };
 }
 
 export interface Converged {
