@@ -302,7 +302,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ node: process.version, yggdrasil: yggVersion, machine, bare: current, yggdrasilRuns: ygg, agentRuns: agents, runtimes, figures, errors }, null, 2));
     return;
   }
-  console.log(`node ${process.version}, yggdrasil ${yggVersion}, ${cores} cores`);
+  console.log(`node ${process.version}, yggdrasil ${yggVersion}, ${cores} cores; bare start-up for the floor ${current.bareStartupCpuMs} ms (${current.bareStartupSamplesMs.join(' ')}), bare RSS ${current.bareRssMiB} MiB`);
   console.log(`load before: ${uptimeBefore}\nload after:  ${machine.uptimeAfter}\n`);
   for (const e of errors) console.log(`FAILED: ${e}`);
   console.log(
@@ -325,6 +325,7 @@ async function main(): Promise<void> {
       ...figures.map((f) => [f.name, `${f.value} ${f.unit}`, f.target === null ? '-' : `${f.target} ${f.unit}`, f.ratio === null ? '-' : `${f.ratio}${f.ratio <= 1 ? ' ok' : ''}`, f.note ?? '']),
     ]),
   );
+  if (runtimes.length === 0) return;
   console.log('');
   console.log(
     table([
