@@ -9,7 +9,7 @@
  * control sockets), waits until every adjacent pair has a handshaken tunnel (`sim wait`, timed
  * from the agents' start), holds it up for --hold-seconds checking every 5 s that it stays
  * converged (all agents alive, every pair handshaken, the same wireguard-go daemons), and prints
- * the memory: agents' and wireguard-go daemons' RSS, and the drop of the machine's MemAvailable
+ * the memory: agents' and wireguard-go daemons' RSS and Pss, and the drop of the machine's MemAvailable
  * (lowest seen, sampled every 250 ms, against the reading before the build). Then takes it down;
  * after a failure the agents' logs are kept in /tmp/scrooge-scale-ID-logs.
  *
@@ -32,7 +32,7 @@ import { agentPairs } from '../../src/sim/scenario.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
 import { createRunner } from '../../src/system/runner.js';
 import { rssMiB } from '../netns/proc.js';
-import { agentPidsOf, cpuByPid, cpuDelta, loadAverage, median, memAvailableMiB, round2, scenarioFile, sleep, snapshot, sum } from './lib/mesh.js';
+import { agentPidsOf, cpuByPid, cpuDelta, loadAverage, median, memAvailableMiB, pssMiB, round2, scenarioFile, sleep, snapshot, sum } from './lib/mesh.js';
 import { bareStartupCpuMs } from './lib/runtime.js';
 
 export const SCALE_TARGETS = { convergeSeconds: 30, memoryMiB: 8 * 1024 } as const;
@@ -60,6 +60,8 @@ export interface ScaleResult {
     agentsRssMiB: { total: number; median: number; max: number };
     wireguardGoRssMiB: { total: number; median: number; processes: number };
     totalRssMiB: number;
+    /** Sum of Pss (shared pages split among their sharers): what the processes really hold. */
+    totalPssMiB: { agents: number; wireguardGo: number; total: number };
     memAvailableDropMiB: { atConvergence: number; max: number };
   };
   cpu: {
@@ -80,7 +82,7 @@ export interface ScaleResult {
   missingPairs: string[];
   load: { before: string; after: string };
   targets: typeof SCALE_TARGETS;
-  ratios: { converge: number; memory: number; memAvailableDrop: number };
+  ratios: { converge: number; memory: number; pss: number; memAvailableDrop: number };
 }
 
 export async function scaleOnce(opts: { scenario: string; holdSeconds: number; timeoutSeconds: number; say: (l: string) => void }): Promise<ScaleResult> {
@@ -135,6 +137,8 @@ export async function scaleOnce(opts: { scenario: string; holdSeconds: number; t
     const wgHold = cpuDelta(w0, cpuByPid(at.wireguardGo));
     const agentsRss = agentPids.map(rssMiB);
     const wgRss = at.wireguardGo.map((p) => rssMiB(p) || 0);
+    const agentsPss = Math.round(sum(agentPids.map((p) => pssMiB(p) || 0)));
+    const wgPss = Math.round(sum(at.wireguardGo.map((p) => pssMiB(p) || 0)));
     const memEnd = memAvailableMiB();
     memLowest = Math.min(memLowest, memEnd);
     const totalRss = Math.round(sum(agentsRss) + sum(wgRss));
@@ -171,6 +175,7 @@ export async function scaleOnce(opts: { scenario: string; holdSeconds: number; t
         agentsRssMiB: { total: Math.round(sum(agentsRss)), median: median(agentsRss), max: Math.max(...agentsRss) },
         wireguardGoRssMiB: { total: Math.round(sum(wgRss)), median: median(wgRss), processes: wgRss.length },
         totalRssMiB: totalRss,
+        totalPssMiB: { agents: agentsPss, wireguardGo: wgPss, total: agentsPss + wgPss },
         memAvailableDropMiB: { atConvergence: memBefore - memAtConvergence, max: drop },
       },
       cpu: {
@@ -189,6 +194,7 @@ export async function scaleOnce(opts: { scenario: string; holdSeconds: number; t
       ratios: {
         converge: round2(seconds / SCALE_TARGETS.convergeSeconds),
         memory: round2(totalRss / SCALE_TARGETS.memoryMiB),
+        pss: round2((agentsPss + wgPss) / SCALE_TARGETS.memoryMiB),
         memAvailableDrop: round2(drop / SCALE_TARGETS.memoryMiB),
       },
     };
@@ -229,7 +235,7 @@ async function main(): Promise<void> {
   console.log(`load before: ${r.load.before}\nload after:  ${r.load.after}`);
   console.log(`build ${r.buildSeconds} s; agents ready ${r.agentsReadySeconds} s; converged ${r.convergeSeconds} s (target < ${r.targets.convergeSeconds} s: ${r.ratios.converge}${ok(r.ratios.converge)}); down ${r.downSeconds} s`);
   console.log(`memory: agents ${m.agentsRssMiB.total} MiB (median ${m.agentsRssMiB.median}, max ${m.agentsRssMiB.max}) + wireguard-go ${m.wireguardGoRssMiB.total} MiB (${m.wireguardGoRssMiB.processes} daemons, median ${m.wireguardGoRssMiB.median})`);
-  console.log(`  = ${m.totalRssMiB} MiB (target < ${r.targets.memoryMiB} MiB: ${r.ratios.memory}${ok(r.ratios.memory)}); MemAvailable drop ${m.memAvailableDropMiB.max} MiB (${r.ratios.memAvailableDrop}), ${m.memAvailableDropMiB.atConvergence} MiB at convergence`);
+  console.log(`  = ${m.totalRssMiB} MiB RSS (target < ${r.targets.memoryMiB} MiB: ${r.ratios.memory}${ok(r.ratios.memory)}); Pss ${m.totalPssMiB.total} MiB (agents ${m.totalPssMiB.agents} + wireguard-go ${m.totalPssMiB.wireguardGo}: ${r.ratios.pss}${ok(r.ratios.pss)}); MemAvailable drop ${m.memAvailableDropMiB.max} MiB (${r.ratios.memAvailableDrop}), ${m.memAvailableDropMiB.atConvergence} MiB at convergence`);
   console.log(`CPU to convergence: agents ${r.cpu.agentsToConvergence} s, wireguard-go ${r.cpu.wireguardGoToConvergence} s, of ${r.cpu.available} core-s the cores had meanwhile; machine busy (build + converge) ${Math.round(r.cpu.machineBusyShare * 100)} %; ${r.agents} bare Node start-ups alone ${r.cpu.bareStartups} s (${r.cpu.bareStartupMs} ms each)`);
   console.log(`hold ${r.hold.seconds} s, ${r.hold.checks} checks${r.hold.failedChecks.length ? `, FAILED: ${r.hold.failedChecks.join('; ')}` : ', all converged'}; idle CPU ${r.hold.agentCpuPercentPerAgent} % per agent, ${r.hold.wireguardGoCpuPercentPerDaemon} % per wireguard-go`);
 }

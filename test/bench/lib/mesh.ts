@@ -86,6 +86,20 @@ export function cpuDelta(before: Map<number, number>, after: Map<number, number>
   return total;
 }
 
+/**
+ * Proportional set size in MiB (smaps_rollup Pss): shared pages (the node or wireguard-go binary,
+ * libraries) divided among the processes sharing them, so a sum over processes is what they
+ * really hold, where a sum of RSS counts every shared page once per process. NaN if unknown.
+ */
+export function pssMiB(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** /proc/meminfo MemAvailable, MiB. */
 export function memAvailableMiB(): number {
   const m = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'));
