@@ -20,12 +20,10 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { agentTunnelStatus } from '../../src/sim/agents.js';
-import { downRun, upRun } from '../../src/sim/build.js';
-import { loadRun } from '../../src/sim/run.js';
-import { agentPairs } from '../../src/sim/scenario.js';
-import { waitForTunnels } from '../../src/sim/wait.js';
+import { downRun } from '../../src/sim/build.js';
 import { createRunner } from '../../src/system/runner.js';
-import { comm, cpuSeconds, rssMiB } from '../netns/proc.js';
+import { rssMiB } from '../netns/proc.js';
+import { median, round2, sum, upAndConverge } from './lib/mesh.js';
 
 export interface ConvergeRun {
   scenario: string;
@@ -45,50 +43,28 @@ export interface ConvergeRun {
   wireguardGoRssMiB: number;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const round2 = (x: number) => Math.round(x * 100) / 100;
-
 export async function convergeOnce(scenario: string, runNo: number, overlay: Record<string, unknown> | null = null): Promise<ConvergeRun> {
   const id = 'cv' + randomBytes(4).toString('hex');
-  const path = new URL(`../../core-scenarios/${scenario}.xml`, import.meta.url).pathname;
   const runner = createRunner();
   try {
-    const up = await upRun({ scenarioPath: path, id, agents: true, configOverlay: overlay });
-    const run = await loadRun(id);
-    const wait = await waitForTunnels(run, 60_000, { status: agentTunnelStatus });
-    // Read everything at once, right at convergence.
-    const agentPids = Object.entries(run.agents.pids).map(([node, a]) => ({ node, pid: a.pid }));
-    const agentCpu = agentPids.map((a) => cpuSeconds(a.pid));
-    const rss = agentPids.map((a) => rssMiB(a.pid));
-    const { stdout } = await runner(['ip', '-force', '-batch', '-'], {
-      input: run.namespaces.map((ns) => `netns pids ${ns}`).join('\n') + '\n',
-      okExitCodes: [0, 1],
-    });
-    const wgPids = [...new Set(stdout.split(/\s+/).filter((p) => /^\d+$/.test(p)).map(Number))].filter((p) => comm(p) === 'wireguard-go');
-    const wgCpu = wgPids.map((p) => {
-      try {
-        return cpuSeconds(p);
-      } catch {
-        return 0;
-      }
-    });
-    const wgRss = wgPids.map((p) => rssMiB(p) || 0);
-    const n1 = agentPids.find((a) => a.node === 'n1') ?? agentPids[0]!;
+    const { run, up, wait, pairs, at } = await upAndConverge(runner, scenario, id, { overlay });
+    const agentCpu = [...at.agentCpu.values()];
+    const rss = at.agentRssMiB;
+    const n1 = at.agents.find((a) => a.node === 'n1') ?? at.agents[0]!;
     const n1Tunnels = (await agentTunnelStatus(run, n1.node)).handshakeWith.length;
-    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     return {
       scenario,
       run: runNo,
-      agents: agentPids.length,
-      pairs: agentPairs(run.topology).length,
+      agents: at.agents.length,
+      pairs,
       ok: wait.ok,
       seconds: wait.sinceAgentsStarted ?? NaN,
       buildSeconds: round2(up.ms / 1000),
       rssMiB: { min: Math.min(...rss), median: median(rss), max: Math.max(...rss), n1: rssMiB(n1.pid) },
       n1Tunnels,
-      cpuSeconds: { agents: round2(sum(agentCpu)), wireguardGo: round2(sum(wgCpu)), perAgent: round2(sum(agentCpu) / agentPids.length) },
-      wireguardGoProcesses: wgPids.length,
-      wireguardGoRssMiB: Math.round(sum(wgRss)),
+      cpuSeconds: { agents: round2(sum(agentCpu)), wireguardGo: round2(sum([...at.wireguardGoCpu.values()])), perAgent: round2(sum(agentCpu) / at.agents.length) },
+      wireguardGoProcesses: at.wireguardGo.length,
+      wireguardGoRssMiB: Math.round(sum(at.wireguardGoRssMiB)),
     };
   } finally {
     await downRun(id);
