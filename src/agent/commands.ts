@@ -5,8 +5,7 @@
  * line naming the field, and nothing changes. The field names are the stable `--json` output
  * (README "Output for scripts").
  */
-import { z } from 'zod';
-import { parseSetRequest } from '../config/config.js';
+import { parseSetRequest, readRequestSchema } from '../config/config.js';
 import { formatRate } from '../config/units.js';
 import { ScroogeError } from '../errors.js';
 import type { MeshCore } from '../neighbors/core.js';
@@ -32,9 +31,6 @@ export interface AgentView {
   /** Puts new settings in force (the kernel first, then settings.json); throws if refused. */
   change(next: Settings): Promise<void>;
 }
-
-/** Read commands take `{stats: false}` at most (cheap answers for pollers like `sim wait`). */
-const readArgs = z.object({ stats: z.boolean().optional() }).strict();
 
 export class AgentCommands {
   constructor(private readonly v: AgentView) {}
@@ -66,7 +62,7 @@ export class AgentCommands {
   }
 
   private stats(args: Record<string, unknown>): boolean {
-    const r = readArgs.safeParse(args);
+    const r = readRequestSchema.safeParse(args);
     if (!r.success) throw new ScroogeError('EREQUEST', `unknown field${Object.keys(args).length > 1 ? 's' : ''} ${Object.keys(args).map((k) => `"${k}"`).join(', ')}`);
     return r.data.stats !== false;
   }

@@ -72,6 +72,10 @@ export class Agent {
   /** The desired tunnels last handed to the reconciler, as text: unchanged, a pass is skipped. */
   private lastDesired = '';
   private watching = false;
+  /** The core's next deadline, armed on the clock (no fixed beat: see scheduleTick). */
+  private tickTimer: { at: number; cancel: () => void } | undefined;
+  private ticking = false;
+  private cancelWatch: (() => void) | undefined;
   private readonly reconcile = coalescing(() => this.reconcileTunnels(), (err) => {
     this.log.error({ err: (err as Error).message }, 'tunnel reconcile failed; will retry');
     this.lastDesired = '';
@@ -131,10 +135,9 @@ export class Agent {
     if (c.metrics.listen) await this.startMetrics(c.metrics.listen);
 
     this.pollInterfaces();
-    this.every(T.TICK_MS, () => this.handle(this.core.tick(this.clock.now())));
     this.every(T.INTERFACE_POLL_MS, () => this.pollInterfaces());
-    this.every(T.WATCH_POLL_MS, () => void this.watchTunnels());
     this.every(T.REPLAY_SAVE_MS, () => this.state.writeReplay(this.replay.toJSON()));
+    this.scheduleTick();
     const cpu = process.cpuUsage();
     this.log.info({ controlSocket: c.controlSocket, backend: this.tunnels?.backend.kind ?? 'none', cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'running');
   }
@@ -180,6 +183,10 @@ export class Agent {
 
   private async doStop(): Promise<void> {
     for (const cancel of this.timers.splice(0)) cancel();
+    this.tickTimer?.cancel();
+    this.tickTimer = undefined;
+    this.cancelWatch?.();
+    this.cancelWatch = undefined;
     await this.transport?.close();
     await this.control?.stop();
     await this.metrics?.stop();
@@ -218,6 +225,9 @@ export class Agent {
     // The table changed: the kernel's guard learns who is proven now (debounced, and a no-op
     // when nothing it holds changed).
     if (events) this.traffic?.schedule();
+    if (this.stopping || !this.started) return;
+    if (!this.ticking) this.scheduleTick();
+    this.scheduleWatch();
     if (this.tunnels && !this.stopping && this.desiredChanged()) void this.reconcile.kick();
   }
 
@@ -261,6 +271,43 @@ export class Agent {
     this.handle(this.core.setInterfaces(present, this.clock.now()));
     // Once a second, whatever changed: a tunnel interface that vanished is rebuilt.
     if (this.tunnels && !this.stopping) void this.reconcile.kick();
+  }
+
+  /**
+   * Arms the clock for the core's next deadline (a hello, an expiry, a retry): nothing runs on a
+   * fixed beat when nothing is due. Called after everything that can bring a deadline forward.
+   * A deadline tick did not clear (work waiting on something else) is looked at again a tick
+   * interval later, never in a loop.
+   */
+  private scheduleTick(afterTick = false): void {
+    if (this.stopping) return;
+    const now = this.clock.now();
+    let at = this.core.nextDeadline(now);
+    if (afterTick && at <= now) at = now + T.TICK_MS;
+    if (this.tickTimer && this.tickTimer.at <= at) return;
+    this.tickTimer?.cancel();
+    const cancel = this.clock.setTimeout(() => {
+      this.tickTimer = undefined;
+      this.ticking = true;
+      try {
+        this.handle(this.core.tick(this.clock.now()));
+      } catch (err) {
+        this.log.error({ err }, 'tick failed');
+      } finally {
+        this.ticking = false;
+      }
+      this.scheduleTick(true);
+    }, at - now);
+    this.tickTimer = { at, cancel };
+  }
+
+  /** Fresh and quiet tunnels are asked for handshakes every WATCH_POLL_MS; none: no timer. */
+  private scheduleWatch(): void {
+    if (this.cancelWatch || this.stopping || !this.tunnels || !this.core.tunnelsToWatch().length) return;
+    this.cancelWatch = this.clock.setTimeout(() => {
+      this.cancelWatch = undefined;
+      void this.watchTunnels().finally(() => this.scheduleWatch());
+    }, T.WATCH_POLL_MS);
   }
 
   /** Fresh and quiet tunnels: does WireGuard report a handshake, and traffic? */

@@ -74,7 +74,10 @@ export const MAX_PRIORITY = 1000;
 
 // ---------------------------------------------------------------- the agent's own timings
 
-/** The core's timers (hellos, expiry, retries) are looked at every 100 ms. */
+/**
+ * The agent sleeps until the core's next deadline (hello, expiry, retry); work whose deadline
+ * passed but that waits on something else (an apply, a path) is looked at again after this.
+ */
 export const TICK_MS = 100;
 /** Mesh interfaces (and their link-local addresses) are looked for every second. */
 export const INTERFACE_POLL_MS = 1000;

@@ -801,7 +801,7 @@ export class MeshCore {
 
   // ---------------------------------------------------------------- time
 
-  /** Periodic work: hellos, expiry, retries, handshake timeouts, re-keys. Call every ~100 ms. */
+  /** Periodic work: hellos, expiry, retries, handshake timeouts, re-keys. Call at `nextDeadline`. */
   tick(now: number): Action[] {
     const actions = this.sendDueHellos(now);
     const o = this.options;
@@ -843,6 +843,49 @@ export class MeshCore {
       }
     }
     return actions;
+  }
+
+  /**
+   * The earliest time at which `tick` has something to do (a hello due, a neighbor or path
+   * expiring, a retransmission, a timeout, a re-key, a failed setup due again), so the agent
+   * sleeps until then instead of ticking on a fixed beat. Never later than `now` + one hello
+   * interval. Calling tick earlier is harmless: it does what is due, nothing else.
+   */
+  nextDeadline(now: number): number {
+    const o = this.options;
+    let next = now + o.helloIntervalMs;
+    const at = (t: number) => {
+      if (t < next) next = t;
+    };
+    let portFree: boolean | undefined;
+    // Only what tick would act on counts: a deadline that has passed but waits for something
+    // else (an apply, a path, a port) must not make the agent tick in a loop.
+    for (const i of this.interfaces.values()) if (i.linkLocal) at(i.nextHelloAt);
+    for (const n of this.neighbors.values()) {
+      // tick compares strictly (`> dead`): the first moment such a test holds is 1 ms later.
+      for (const p of n.paths.values()) at(p.lastHeard + o.deadIntervalMs + 1);
+      if (n.twoWayAt !== undefined) at(n.twoWayAt + o.deadIntervalMs + 1);
+      const t = n.tunnel;
+      if (!n.quiet) at(n.lastHeard + o.deadIntervalMs + 1);
+      else if (t) {
+        at(t.rxChangedAt + o.tunnels.deadAfterMs + 1);
+        if (t.handshakeAt !== undefined && t.observedAt >= n.quietSince) at(t.handshakeAt + WIREGUARD_REJECT_AFTER_MS + 1);
+      }
+      if (!t) {
+        // Two-way without a tunnel: the new-tunnel budget refills within a token's time.
+        portFree ??= this.allocatePort(now) !== undefined;
+        if (o.tunnels.enabled && n.twoWayAt !== undefined && portFree && this.preferredPath(n)) at(now + 1000 / T.NEW_TUNNELS_PER_SECOND);
+        continue;
+      }
+      if (t.phase === 'offering' && t.offered && t.appliedGeneration === t.generation && (t.nextRetryAt > now || this.unicastTarget(n, t.iface))) at(t.nextRetryAt);
+      if (t.phase === 'up' && !n.quiet && this.preferredPath(n)) {
+        if (t.handshakeAt === undefined && t.appliedGeneration === t.generation) at(t.configuredAt + o.tunnels.handshakeTimeoutMs + 1);
+        if (t.role === 'initiator') at(t.rekeyAt);
+        if (t.active.peer?.endpoint.zone !== undefined && !this.interfaces.has(t.active.peer.endpoint.zone)) at(now);
+      }
+      if (t.appliedGeneration !== t.generation && t.setupRetryAt > now) at(t.setupRetryAt);
+    }
+    return Math.max(now, next);
   }
 
   /**

@@ -1,13 +1,55 @@
 /**
  * Which mesh interfaces exist now, with the node's link-local address on each. Read from
- * getifaddrs (os.networkInterfaces): no process spawn, cheap enough to poll every second, and
- * it follows links going down/up and addresses coming and going.
+ * /proc/net/if_inet6 and each interface's operstate in sysfs: two small file reads, no process,
+ * cheap enough to poll every second (getifaddrs, os.networkInterfaces, builds every address of
+ * every interface, tunnels included, and cost the idle agent several times more). An interface
+ * that is down, or without carrier, counts as missing, as before (libuv leaves such out).
  */
+import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { MeshInterface } from '../neighbors/core.js';
 import { canonicalIPv6 } from '../protocol/address.js';
 
+/** operstate values of an interface that passes packets ("unknown": lo, tun, wireguard). */
+const RUNNING = new Set(['up', 'unknown']);
+
+function operstate(name: string): string | undefined {
+  try {
+    return readFileSync(`/sys/class/net/${name}/operstate`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** fe80::/10 addresses per interface, from /proc/net/if_inet6 (undefined if it cannot be read). */
+export function linkLocalsFromProc(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !/^fe[89ab]/i.test(f[0]!)) continue;
+    const hex = f[0]!;
+    const groups = Array.from({ length: 8 }, (_, i) => hex.slice(i * 4, i * 4 + 4)).join(':');
+    if (!out.has(f[5]!)) out.set(f[5]!, canonicalIPv6(groups)!);
+  }
+  return out;
+}
+
 export function meshInterfacesNow(names: readonly string[]): MeshInterface[] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/net/if_inet6', 'utf8');
+  } catch {
+    return fromGetifaddrs(names);
+  }
+  const ll = linkLocalsFromProc(text);
+  return names.flatMap((name) => {
+    const state = operstate(name);
+    if (state === undefined || !RUNNING.has(state)) return [];
+    return [{ name, linkLocal: ll.get(name) }];
+  });
+}
+
+function fromGetifaddrs(names: readonly string[]): MeshInterface[] {
   const all = networkInterfaces();
   return names.flatMap((name) => {
     const addrs = all[name];

@@ -33,12 +33,16 @@ export interface TransportOptions {
 export class UdpTransport implements Transport {
   private readonly joined = new Set<string>();
   private closed = false;
+  /** The interface multicast goes out on now: set only when it changes (a syscall each time). */
+  private multicastIface: string | undefined;
   sendErrors = 0;
 
   private constructor(private readonly socket: Socket, private readonly group: string, private readonly log: Logger | undefined) {}
 
   static async open(opts: TransportOptions): Promise<UdpTransport> {
-    const socket = createSocket({ type: 'udp6', reuseAddr: false, ipv6Only: true });
+    // Every address we send to is a literal: skip the resolver (dns.lookup on each send).
+    const lookup = (address: string, _opts: unknown, cb: (err: Error | null, address: string, family: number) => void) => cb(null, address, 6);
+    const socket = createSocket({ type: 'udp6', reuseAddr: false, ipv6Only: true, lookup: lookup as never });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err: NodeJS.ErrnoException) => {
         reject(err.code === 'EADDRINUSE'
@@ -79,6 +83,7 @@ export class UdpTransport implements Transport {
       try {
         this.socket.addMembership(this.group, `::%${name}`);
         this.joined.add(name);
+        this.multicastIface = undefined; // a re-made interface has a new index: select it again
         this.log?.debug({ iface: name }, 'joined hello group');
       } catch (err) {
         this.log?.warn({ iface: name, err: (err as Error).message }, 'cannot join hello group');
@@ -92,6 +97,7 @@ export class UdpTransport implements Transport {
         // The interface is gone, and its membership with it.
       }
       this.joined.delete(name);
+      this.multicastIface = undefined;
     }
   }
 
@@ -99,7 +105,10 @@ export class UdpTransport implements Transport {
     if (this.closed) return;
     const multicast = to.address.startsWith('ff');
     try {
-      if (multicast) this.socket.setMulticastInterface(`::%${iface}`);
+      if (multicast && this.multicastIface !== iface) {
+        this.socket.setMulticastInterface(`::%${iface}`);
+        this.multicastIface = iface;
+      }
     } catch (err) {
       this.sendErrors++;
       this.log?.debug({ iface, err: (err as Error).message }, 'cannot select interface');
@@ -108,6 +117,7 @@ export class UdpTransport implements Transport {
     this.socket.send(bytes, to.port, `${to.address}%${to.zone ?? iface}`, (err) => {
       if (err) {
         this.sendErrors++;
+        this.multicastIface = undefined;
         this.log?.debug({ iface, to: to.address, err: err.message }, 'send failed');
       }
     });

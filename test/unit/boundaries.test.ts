@@ -17,7 +17,7 @@ const CORE_FILES = ['src/errors.ts', 'src/system/wireguard/text.ts'];
 /** Node built-ins with no I/O: hashing/signing and path arithmetic. */
 const PURE_BUILTINS = new Set(['crypto', 'path']);
 /** Packages the core may use: crypto primitives and the config schema. */
-const PURE_PACKAGES = [/^@noble\/(curves|hashes|ciphers)(\/|$)/, /^zod$/];
+const PURE_PACKAGES = [/^@noble\/(curves|hashes|ciphers)(\/|$)/, /^zod(\/mini)?$/];
 
 const TEXT_RULES: [RegExp, string][] = [
   [/\bDate\.now\(\)|new Date\(\)|performance\.now\(\)/, 'the clock'],

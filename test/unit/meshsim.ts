@@ -82,6 +82,9 @@ export class SimNode {
   }
 }
 
+/** For a test file that runs another's scenarios with deadline ticks (core-deadlines.test.ts). */
+export const tickAtDeadlinesByDefault = { on: false };
+
 export class MeshSim {
   now = 1_763_769_600_000;
   nodes: SimNode[] = [];
@@ -206,17 +209,40 @@ export class MeshSim {
     }
   }
 
-  /** Runs the simulation for `ms`, ticking every node every 100 ms. */
+  /**
+   * Tick each core only at its own `nextDeadline` (as the agent does), not every 100 ms. The
+   * "agent" around the core (reconcile, WireGuard observations) keeps its 100 ms beat.
+   */
+  tickAtDeadlines = tickAtDeadlinesByDefault.on;
+
+  private coreDeadline(): number {
+    let d = Infinity;
+    for (const n of this.nodes) if (n.running) d = Math.min(d, n.core.nextDeadline(this.now));
+    return d;
+  }
+
+  /** Runs the simulation for `ms`, ticking every node every 100 ms (or at its deadlines). */
   run(ms: number): void {
     const end = this.now + ms;
     let nextTick = this.now;
     for (;;) {
       this.queue.sort((x, y) => x.at - y.at || x.order - y.order);
       const next = this.queue[0];
-      if (next && next.at <= nextTick && next.at <= end) {
+      const deadline = this.tickAtDeadlines ? this.coreDeadline() : Infinity;
+      if (next && next.at <= nextTick && next.at <= end && next.at <= deadline) {
         this.queue.shift();
         this.now = Math.max(this.now, next.at);
         next.run();
+        continue;
+      }
+      if (deadline < nextTick && deadline <= end) {
+        this.now = Math.max(this.now, deadline);
+        for (const n of this.nodes) {
+          if (!n.running || n.core.nextDeadline(this.now) > this.now) continue;
+          this.handle(n, n.core.tick(this.now));
+          // A deadline tick did not clear: nextDeadline named work tick does not do.
+          if (n.core.nextDeadline(this.now) <= this.now) throw new Error(`${n.name}: nextDeadline ${this.now} still due after tick`);
+        }
         continue;
       }
       if (nextTick > end) {
@@ -224,7 +250,7 @@ export class MeshSim {
         break;
       }
       this.now = nextTick;
-      for (const n of this.nodes) if (n.running) this.handle(n, n.core.tick(this.now));
+      if (!this.tickAtDeadlines) for (const n of this.nodes) if (n.running) this.handle(n, n.core.tick(this.now));
       this.wireguard();
       for (const n of this.nodes) {
         this.reconcile(n);
