@@ -30,7 +30,7 @@ import {
   DEFAULT_TIMERS, PLACEHOLDER_INTERFACE, babeldConfig, babeldPaths, checkInterfaceName, flushInterfaceCommand, interfaceCommand,
   type BabeldPaths, type TunnelTimers,
 } from './config.js';
-import type { BabeldTable } from './protocol.js';
+import { INFINITY, type BabeldTable } from './protocol.js';
 
 /** Monotonic ms and cancellable timers (a fake one in tests). */
 export interface Clock {
@@ -139,9 +139,12 @@ export interface RouteRow {
   /** Neighbour's link-local address (the next hop). */
   via: string;
   ifname: string;
+  /** 65535 (INFINITY): retracted. babeld 1.12.1 keeps such a route in the kernel until it expires. */
   metric: number;
   refmetric: number;
   installed: boolean;
+  /** metric < INFINITY: traffic can use it. */
+  reachable: boolean;
   routerId: string;
 }
 
@@ -323,7 +326,7 @@ export class RoutingSupervisor {
     if (!ctl) throw new ScroogeError('EROUTING', this.startPromise ? 'babeld is not running (it is being restarted)' : 'routing is not started');
     const table = await ctl.dump();
     return [...table.routes.values()]
-      .map((r) => ({ prefix: r.prefix, via: r.via, ifname: r.ifname, metric: r.metric, refmetric: r.refmetric, installed: r.installed, routerId: r.routerId }))
+      .map((r) => ({ prefix: r.prefix, via: r.via, ifname: r.ifname, metric: r.metric, refmetric: r.refmetric, installed: r.installed, reachable: r.metric < INFINITY, routerId: r.routerId }))
       .sort((a, b) => (a.prefix === b.prefix ? Number(b.installed) - Number(a.installed) || a.metric - b.metric : a.prefix < b.prefix ? -1 : 1));
   }
 

@@ -101,8 +101,8 @@ describe('routing supervisor', () => {
 
     host.current!.addNeighbour('sca', 'fe80::b', ['fdb5:c7c7:82e9:0:1:2:3:4/128', '10.55.0.2/32']);
     expect(await sup.routes()).toEqual([
-      { prefix: '10.55.0.2/32', via: 'fe80::b', ifname: 'sca', metric: 96, refmetric: 0, installed: true, routerId: '02:00:00:ff:fe:00:00:01' },
-      { prefix: 'fdb5:c7c7:82e9:0:1:2:3:4/128', via: 'fe80::b', ifname: 'sca', metric: 96, refmetric: 0, installed: true, routerId: '02:00:00:ff:fe:00:00:01' },
+      { prefix: '10.55.0.2/32', via: 'fe80::b', ifname: 'sca', metric: 96, refmetric: 0, installed: true, reachable: true, routerId: '02:00:00:ff:fe:00:00:01' },
+      { prefix: 'fdb5:c7c7:82e9:0:1:2:3:4/128', via: 'fe80::b', ifname: 'sca', metric: 96, refmetric: 0, installed: true, reachable: true, routerId: '02:00:00:ff:fe:00:00:01' },
     ]);
     expect([...host.babelRoutes].sort()).toEqual(['10.55.0.2/32 via fe80::b dev sca', 'fdb5:c7c7:82e9:0:1:2:3:4/128 via fe80::b dev sca']);
 
