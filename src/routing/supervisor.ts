@@ -108,6 +108,8 @@ export const ROUTING_DEFAULTS = {
   startTimeoutMs: 5000,
   /** SIGTERM: babeld sends retractions and removes its routes (~50 ms), then exits. */
   stopTimeoutMs: 3000,
+  /** Announced routes go in bursts (an uplink going down takes v4 and v6): one restart for them. */
+  relaunchDebounceMs: 200,
 } as const;
 
 export interface DesiredInterface {
@@ -151,7 +153,10 @@ export interface RouteRow {
 export interface RoutingStatus {
   running: boolean;
   pid: number | undefined;
+  /** babeld died and was started again. */
   restarts: number;
+  /** babeld was stopped and started on purpose (an announced route went; see relaunch). */
+  relaunches: number;
   lastExit: BabeldExit | undefined;
   interfaces: InterfaceState[];
 }
@@ -237,6 +242,17 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * True for babeld versions whose check_xroutes never retracts a route it stops announcing
+ * (fixed in 1.12.2, "Reinstall the right route in check_xroutes"). Unknown versions: assume so.
+ */
+export function dropsRetractions(version: string | undefined): boolean {
+  const m = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(version ?? '');
+  if (!m) return true;
+  const [major, minor, patch] = [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
+  return major < 1 || (major === 1 && (minor < 12 || (minor === 12 && patch < 2)));
+}
+
 export class RoutingSupervisor {
   private readonly log: Logger | undefined;
   private readonly clock: Clock;
@@ -268,6 +284,10 @@ export class RoutingSupervisor {
   private serialTail: Promise<unknown> = Promise.resolve();
   /** True while launch() waits for a new babeld: its death is launch()'s failure, not a crash. */
   private launching = false;
+  /** A second connection in monitor mode, to see babeld drop an announced route (see relaunch). */
+  private monitorConn: BabeldControl | undefined;
+  private cancelRelaunch: (() => void) | undefined;
+  private relaunches = 0;
   /** A babeld was spawned since start: stop() must flush what it may have left. */
   private spawned = false;
 
@@ -331,7 +351,7 @@ export class RoutingSupervisor {
   }
 
   status(): RoutingStatus {
-    return { running: this.control !== undefined, pid: this.proc?.pid, restarts: this.restarts, lastExit: this.lastExit, interfaces: this.lastStates };
+    return { running: this.control !== undefined, pid: this.proc?.pid, restarts: this.restarts, relaunches: this.relaunches, lastExit: this.lastExit, interfaces: this.lastStates };
   }
 
   // ---------------------------------------------------------------- start and stop
@@ -375,10 +395,14 @@ export class RoutingSupervisor {
     this.cancelRestart = undefined;
     this.cancelDrain?.();
     this.cancelDrain = undefined;
+    this.cancelRelaunch?.();
+    this.cancelRelaunch = undefined;
     const proc = this.proc;
     this.proc = undefined;
     this.control?.close();
     this.control = undefined;
+    this.monitorConn?.close();
+    this.monitorConn = undefined;
     if (proc) {
       proc.kill('SIGTERM');
       if (!(await within(proc.exited, ROUTING_DEFAULTS.stopTimeoutMs))) {
@@ -500,8 +524,12 @@ export class RoutingSupervisor {
         await realSleep(20);
       }
     }
+    if (dropsRetractions(control.banner.version)) await this.openMonitor(proc);
+    // It may have died while we connected: then this launch failed (the caller retries).
     if (exit || this.proc !== proc) {
       control.close();
+      this.monitorConn?.close();
+      this.monitorConn = undefined;
       this.proc = undefined;
       throw await this.startFailure(exit ?? { code: null, signal: null });
     }
@@ -523,6 +551,8 @@ export class RoutingSupervisor {
     this.lastExit = exit;
     this.control?.close();
     this.control = undefined;
+    this.monitorConn?.close();
+    this.monitorConn = undefined;
     this.added.clear();
     if (this.stopping || this.launching) return;
     this.log?.warn({ pid: proc.pid, ...exit }, 'babeld exited; restarting it');
@@ -571,11 +601,66 @@ export class RoutingSupervisor {
     }, delay);
   }
 
+  /**
+   * babeld before 1.12.2 does not retract a route it stops announcing (check_xroutes sends the
+   * update for `xroutes[i]`, not the flushed `xroutes[j]`): when a gateway's uplink loses its
+   * default route, neighbours keep using it until it expires, measured ~22 s. A monitor
+   * connection sees the `flush xroute` and babeld is restarted cleanly: on SIGTERM it retracts
+   * everything it announced, and the new one announces what is left.
+   */
+  private async openMonitor(proc: BabeldProcess): Promise<void> {
+    try {
+      const conn = await this.connectFn(this.paths.socket);
+      this.monitorConn = conn;
+      void conn.closed.then(() => {
+        if (this.monitorConn === conn) this.monitorConn = undefined; // reopened at the next reconcile
+      });
+      let initial = true;
+      await conn.monitor((e) => {
+        if (!initial && e.type === 'xroute' && e.kind === 'flush' && this.proc === proc) this.scheduleRelaunch(proc, e.entry.prefix);
+      });
+      initial = false;
+    } catch (err) {
+      this.log?.warn({ err: (err as Error).message }, 'no babeld monitor connection; a withdrawn announcement will only expire');
+    }
+  }
+
+  private scheduleRelaunch(proc: BabeldProcess, prefix: string): void {
+    if (this.cancelRelaunch) return;
+    this.log?.info({ prefix }, 'babeld stopped announcing a route it will not retract (babeld < 1.12.2): restarting it');
+    this.cancelRelaunch = this.clock.setTimeout(() => {
+      this.cancelRelaunch = undefined;
+      void this.serial(async () => {
+        if (this.stopping || this.proc !== proc) return;
+        this.proc = undefined; // a stop on purpose: onExit stays out of it
+        this.control?.close();
+        this.control = undefined;
+        this.monitorConn?.close();
+        this.monitorConn = undefined;
+        proc.kill('SIGTERM');
+        if (!(await within(proc.exited, ROUTING_DEFAULTS.stopTimeoutMs))) {
+          proc.kill('SIGKILL');
+          await within(proc.exited, ROUTING_DEFAULTS.stopTimeoutMs);
+          await this.flushRoutes();
+        }
+        try {
+          await this.launch();
+          this.relaunches++;
+          await this.reconcile();
+        } catch (err) {
+          this.log?.error({ err: (err as Error).message }, 'babeld relaunch failed');
+          if (!this.proc) this.scheduleRestart();
+        }
+      });
+    }, ROUTING_DEFAULTS.relaunchDebounceMs);
+  }
+
   // ---------------------------------------------------------------- interfaces
 
   private async reconcile(): Promise<InterfaceState[]> {
     const ctl = this.control;
     const want = [...this.desired.values()];
+    if (ctl && !this.monitorConn && this.proc && dropsRetractions(ctl.banner.version)) await this.openMonitor(this.proc);
     if (!ctl) return (this.lastStates = want.map((d) => ({ ifname: d.ifname, state: 'waiting', neighbours: 0 })));
     let table: BabeldTable;
     try {

@@ -12,7 +12,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RoutingSupervisor } from '../../src/routing/supervisor.js';
+import { RoutingSupervisor, spawnBabeld } from '../../src/routing/supervisor.js';
 import { Lab, babeldProcesses, wireguardGoOf } from './babeldlab.js';
 import { isRoot, ping, runner, step, until } from './lib.js';
 
@@ -88,9 +88,12 @@ describe.skipIf(!isRoot)('babeld over wireguard-go tunnels (netns, root)', () =>
     await lab.sync('b', 'c');
     await timeUntil('A has usable routes to C', async () => (await usable(lab, 'a', `${C.mesh6}/128`)) && (await usable(lab, 'a', `${C.mesh4}/32`)));
     const twoHops = Math.round(performance.now() - t0);
+    // And the way back, before anything pings.
+    await until('C has usable routes to A', async () => (await usable(lab, 'c', `${A.mesh6}/128`)) && (await usable(lab, 'c', `${A.mesh4}/32`)), 10_000);
     figure(`tunnel B-C added to babeld -> A's routes to C (two hops, v6 and v4) usable: ${twoHops} ms`);
     expect(oneHop).toBeLessThan(5000);
     expect(twoHops).toBeLessThan(5000);
+    step(A.ns, `load average ${await load()}`);
 
     // `ip route show ... proto babel` filters on the protocol, so it is not printed again.
     const v6 = await lab.babelRoute('a', C.mesh6);
@@ -202,8 +205,53 @@ describe.skipIf(!isRoot)('babeld over wireguard-go tunnels (netns, root)', () =>
     expect(B.routing.status().pid).toBe(pidB);
   });
 
+  it('a gateway announces the default routes its uplink gives it; A uses them two hops away', async () => {
+    const [A, C] = [lab.node('a'), lab.node('c')];
+    // U is C's uplink: a host with no routing of its own.
+    await lab.addNodes(['u']);
+    const U = lab.node('u');
+    await runner(['ip', 'link', 'add', 'eu', 'netns', C.ns, 'type', 'veth', 'peer', 'name', 'ec', 'netns', U.ns]);
+    await runner(['ip', '-n', U.ns, '-batch', '-'], { input: 'link set lo up\naddress add 10.99.0.1/24 dev ec\naddress add fd99::1/64 dev ec nodad\nlink set ec up\nroute add 10.55.0.0/16 via 10.99.0.2\n' });
+    await runner(['ip', '-n', C.ns, '-batch', '-'], { input: 'address add 10.99.0.2/24 dev eu\naddress add fd99::2/64 dev eu nodad\nlink set eu up\n' });
+    // Defaults as an operator writes them: `proto boot`, which babeld only matches when named.
+    await runner(['ip', '-n', C.ns, 'route', 'add', 'default', 'via', '10.99.0.1']);
+    await runner(['ip', '-n', C.ns, '-6', 'route', 'add', 'default', 'via', 'fd99::1']);
+    // Filters are fixed when babeld starts: C's supervisor is built again as a gateway.
+    await C.routing.stop();
+    C.routing = new RoutingSupervisor(
+      { run: (argv, o) => runner(argv, { ...o, netns: C.ns }), spawn: (argv, o) => spawnBabeld(['ip', 'netns', 'exec', C.ns, ...argv], o),
+        sysctl: { read: async (k) => (await runner(['cat', `/proc/sys/${k}`], { netns: C.ns, okExitCodes: [0, 1] })).stdout.trim() || undefined,
+          write: async (k, v) => void (await runner(['sysctl', '-q', '-w', `${k}=${v}`], { netns: C.ns })) } },
+      { stateDir: C.stateDir, mesh6: C.mesh6, mesh4: C.mesh4, gateway: { ipv6: true, ipv4: true } },
+    );
+    await C.routing.start();
+    const t0 = performance.now();
+    await lab.sync('c');
+    await until("A's default routes via the gateway", async () => (await usable(lab, 'a', '0.0.0.0/0')) && (await usable(lab, 'a', '::/0')), 15_000);
+    figure(`gateway C (re)started -> A's default routes (v4 and v6) usable: ${Math.round(performance.now() - t0)} ms`);
+    const v4 = await lab.babelRoute('a', 'default');
+    step(A.ns, `default route: ${v4}`);
+    expect(v4).toMatch(/via inet6 fe80::/);
+    expect(await ping(A.ns, '10.99.0.1', 2)).toBe(true);
+    // Announced: its mesh addresses and the defaults, nothing of its uplink segment.
+    const aRoutes = (await A.routing.routes()).map((r) => r.prefix);
+    expect(aRoutes.some((p) => p.startsWith('10.99.') || p.startsWith('fd99:'))).toBe(false);
+    // The uplink loses its default: the gateway stops announcing one.
+    await runner(['ip', '-n', C.ns, 'route', 'del', 'default']);
+    // babeld 1.12.1 never retracts a route it stops announcing (~22 s until it expires): the
+    // supervisor restarts it cleanly instead, and the new one announces only the v6 default.
+    const gone = await timeUntil("A's v4 default retracted", async () => !(await usable(lab, 'a', '0.0.0.0/0')));
+    figure(`gateway's uplink v4 default removed -> A's v4 default retracted: ${gone} ms (by the relaunched gateway babeld's SIGTERM)`);
+    expect(gone).toBeLessThan(5000);
+    await until('C relaunched babeld', () => C.routing.status().relaunches === 1 && C.routing.status().running, 10_000);
+    const back = await timeUntil("A's v6 default back", () => usable(lab, 'a', '::/0'));
+    figure(`... and A's v6 default usable again from the relaunched babeld after ${back} ms more`);
+    expect(await usable(lab, 'a', '0.0.0.0/0')).toBe(false);
+    expect(C.routing.status().restarts).toBe(0);
+  });
+
   it('stop leaves nothing: no babeld, socket, pid/state file, babel route or mesh address', async () => {
-    for (const N of lab.nodes.values()) {
+    for (const N of ['a', 'b', 'c'].map((n) => lab.node(n))) {
       await N.routing.stop();
       await N.routing.stop();
       expect(readdirSync(N.stateDir)).toEqual(['babeld.log']);

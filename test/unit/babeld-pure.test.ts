@@ -136,10 +136,10 @@ install ip 0.0.0.0/0 pref-src 10.55.0.1
   });
 
   it('interface lines carry every parameter (1.12.1 ignores `default` at run time)', () => {
-    expect(interfaceCommand('sc0123456789abc')).toBe('interface sc0123456789abc type tunnel hello-interval 0.5 update-interval 4 split-horizon true v4-via-v6 true');
+    expect(interfaceCommand('sc0123456789abc')).toBe('interface sc0123456789abc type tunnel hello-interval 0.5 update-interval 1 split-horizon true v4-via-v6 true');
     expect(interfaceCommand('wg0', { helloIntervalMs: 1000, updateIntervalMs: 16_000 })).toBe('interface wg0 type tunnel hello-interval 1 update-interval 16 split-horizon true v4-via-v6 true');
     expect(flushInterfaceCommand('wg0')).toBe('flush interface wg0');
-    expect(DEFAULT_TIMERS).toEqual({ helloIntervalMs: 500, updateIntervalMs: 4000 });
+    expect(DEFAULT_TIMERS).toEqual({ helloIntervalMs: 500, updateIntervalMs: 1000 });
   });
 
   it.each(['', 'a b', 'wg0\ndump', 'x'.repeat(16), 'wg0;', 'a/b'])('refuses interface name %j', (name) => {

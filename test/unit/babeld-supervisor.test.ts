@@ -86,8 +86,8 @@ describe('routing supervisor', () => {
     expect((await sup.set([{ ifname: 'sca' }, { ifname: 'scb' }])).find((s) => s.ifname === 'sca')?.linkLocal).toBe('fe80::a');
     // Set twice: nothing new sent to babeld.
     expect(host.current!.requests.filter((r) => r.startsWith('interface'))).toEqual([
-      'interface sca type tunnel hello-interval 0.5 update-interval 4 split-horizon true v4-via-v6 true',
-      'interface scb type tunnel hello-interval 0.5 update-interval 4 split-horizon true v4-via-v6 true',
+      'interface sca type tunnel hello-interval 0.5 update-interval 1 split-horizon true v4-via-v6 true',
+      'interface scb type tunnel hello-interval 0.5 update-interval 1 split-horizon true v4-via-v6 true',
     ]);
     expect(host.render()).toBe([
       `lo up: 10.55.0.1/32 127.0.0.1/8 ::1/128 ${MESH6}/128`,
@@ -244,6 +244,38 @@ describe('routing supervisor', () => {
     expect(host.current!.interfaces.get('sca')).toBe('type tunnel hello-interval 0.25 update-interval 60 split-horizon true v4-via-v6 true');
   });
 
+  it('restarts babeld cleanly when it stops announcing a route (1.12.1 would never retract it)', async () => {
+    const { host, clock, sup } = setup({ gateway: { ipv6: true, ipv4: true } });
+    host.setLink('sca', 'fe80::a');
+    await sup.start();
+    await sup.set([{ ifname: 'sca' }]);
+    const first = host.current!;
+    first.announce('0.0.0.0/0');
+    first.announce('::/0');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(clock.pending()).toEqual([]);
+    first.withdraw('0.0.0.0/0'); // the uplink lost its IPv4 default
+    first.withdraw('::/0');
+    await until('relaunch scheduled', () => clock.pending().length === 1);
+    expect(clock.pending()).toEqual([ROUTING_DEFAULTS.relaunchDebounceMs]);
+    clock.advance(ROUTING_DEFAULTS.relaunchDebounceMs);
+    await until('relaunched', () => host.daemons.length === 2 && sup.status().relaunches === 1 && host.current?.interfaces.has('sca'));
+    expect(await first.exited).toEqual({ code: 0, signal: null }); // SIGTERM: it retracted everything
+    expect(sup.status().restarts).toBe(0);
+    expect(brief(await sup.set([{ ifname: 'sca' }]))).toBe('sca:up');
+  });
+
+  it('babeld 1.12.2 and later retract by themselves: no monitor, no relaunch', async () => {
+    const { host, sup } = setup({ gateway: { ipv6: true, ipv4: true } });
+    host.version = 'babeld-1.14';
+    await sup.start();
+    expect(host.current!.connections).toBe(1);
+    host.current!.announce('::/0');
+    host.current!.withdraw('::/0');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(host.daemons).toHaveLength(1);
+  });
+
   it('reports an interface babeld refuses, and tries it again at the next set', async () => {
     const { host, sup } = setup();
     host.setLink('sca', 'fe80::a');
@@ -264,10 +296,11 @@ describe('routing supervisor', () => {
     await sup.set([{ ifname: 'sca' }]);
     const babeld = host.current!;
     // babeld shuts a client down when a write to it fails (local.c).
-    expect(babeld.connections).toBe(1);
+    expect(babeld.connections).toBe(2); // control, and monitor (babeld 1.12.1: see relaunch)
     for (const c of babeld.clients) c.destroy();
-    await until('reconnected', () => babeld.connections === 2 && sup.status().running);
+    await until('reconnected', () => babeld.connections === 3 && sup.status().running);
     expect(brief(await sup.set([{ ifname: 'sca' }]))).toBe('sca:up');
+    expect(babeld.clients.size).toBe(2); // the monitor came back with that set()
     expect(host.daemons).toHaveLength(1);
   });
 
@@ -318,7 +351,7 @@ describe('babeld control client (against the fake)', () => {
     host.setLink('sca', 'fe80::a');
     await sup.start();
     const c = await BabeldClient.connect(join(stateDir, 'babeld.sock'));
-    expect(c.banner).toEqual({ protocol: '1.0', version: 'babeld-fake', host: 'fake', myId: '02:00:00:ff:fe:00:00:a0' });
+    expect(c.banner).toEqual({ protocol: '1.0', version: 'babeld-1.12.1', host: 'fake', myId: '02:00:00:ff:fe:00:00:a0' });
     expect((await c.request('flush interface nothere')).status).toBe('no');
     expect((await c.request('flush interface nothere')).message).toBe('No such interface');
     expect((await c.request('frobnicate')).status).toBe('bad');

@@ -64,6 +64,8 @@ export class FakeBabeld {
   private readonly monitors = new Set<Socket>();
   private resolveExit!: (e: BabeldExit) => void;
   private nextId = 0x55aa00;
+  /** Routes this babeld announces (its xroutes), e.g. a gateway's default. */
+  readonly xroutes = new Set<string>();
   /** Installed routes as this babeld believes: prefix -> "via LL dev IF" (EEXIST included). */
   private readonly installed = new Map<string, string>();
 
@@ -123,6 +125,23 @@ export class FakeBabeld {
     this.resolveExit({ code: 1, signal: null });
   }
 
+  /** The kernel gains a route babeld redistributes (a gateway's uplink default). */
+  announce(prefix: string): void {
+    this.xroutes.add(prefix);
+    this.emit(this.xrouteLine('add', prefix));
+  }
+
+  /** That route goes: babeld flushes its xroute (and 1.12.1 forgets to retract it). */
+  withdraw(prefix: string): void {
+    if (!this.xroutes.delete(prefix)) throw new Error(`fake babeld: no xroute ${prefix}`);
+    this.emit(this.xrouteLine('flush', prefix));
+  }
+
+  private xrouteLine(kind: string, prefix: string): string {
+    const from = prefix.includes(':') ? '::/0' : '0.0.0.0/0';
+    return `${kind} xroute ${prefix}-${from} prefix ${prefix} from ${from} metric 0`;
+  }
+
   /** A neighbour appears on an interface (hellos heard), announcing `prefixes`. */
   addNeighbour(ifname: string, address: string, prefixes: string[] = []): string {
     const id = (this.nextId++).toString(16);
@@ -177,6 +196,7 @@ export class FakeBabeld {
 
   private dumpLines(): string[] {
     const lines = [...this.interfaces.keys()].map((name) => this.interfaceLine('add', name));
+    for (const x of this.xroutes) lines.push(this.xrouteLine('add', x));
     for (const n of this.neighbours.values()) lines.push(`add neighbour ${n.id} address ${n.address} if ${n.ifname} reach ffff ureach 0000 rxcost 96 txcost 96 cost ${this.up(n.ifname).up ? 96 : 65535}`);
     let r = 0;
     for (const n of this.neighbours.values()) {
@@ -203,7 +223,7 @@ export class FakeBabeld {
       this.monitors.delete(sock);
     });
     sock.on('error', () => undefined);
-    sock.write(`BABEL 1.0\nversion babeld-fake\nhost fake\nmy-id 02:00:00:ff:fe:00:00:${(this.pid % 256).toString(16).padStart(2, '0')}\nok\n`);
+    sock.write(`BABEL 1.0\nversion ${this.host.version}\nhost fake\nmy-id 02:00:00:ff:fe:00:00:${(this.pid % 256).toString(16).padStart(2, '0')}\nok\n`);
     let buf = '';
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
@@ -279,6 +299,8 @@ export class FakeHost {
   readonly sysctls = new Map<string, string>([['net/ipv4/ip_forward', '0'], ['net/ipv6/conf/all/forwarding', '0']]);
   readonly daemons: FakeBabeld[] = [];
   readonly ipLog: string[] = [];
+  /** What the fake babelds say they are (the supervisor works around bugs by version). */
+  version = 'babeld-1.12.1';
   /** When set, the next spawn fails like a missing binary would. */
   failNextSpawn: string | undefined;
   private nextPid = 4000;
