@@ -16,11 +16,13 @@ need ip iproute2
 need tc iproute2
 need wg wireguard-tools
 need wireguard-go wireguard-go
+need babeld babeld
 need nft nftables
 need iptables iptables
 need ip6tables iptables
 need iperf3 iperf3
 need ping iputils-ping
+need traceroute traceroute
 need dot graphviz
 
 if [ -n "$missing" ]; then
