@@ -12,7 +12,7 @@ import type { MeshCore } from '../neighbors/core.js';
 import { formatEndpoint } from '../protocol/address.js';
 import type { LiveTunnel } from '../system/wireguard/index.js';
 import type { Transport } from '../system/transport.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../system/clock.js';
 import type { MetricsSource } from './metrics.js';
 import type { Settings } from './settings.js';
 import type { TrafficDriver } from './traffic.js';

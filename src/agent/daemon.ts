@@ -24,7 +24,7 @@ import { TrafficControl } from '../system/traffic.js';
 import { UdpTransport, type Transport, type TransportOptions } from '../system/transport.js';
 import { detectBackend, type WireGuardBackend } from '../system/wireguard/index.js';
 import { trafficInput } from '../traffic/input.js';
-import { coalescing, every, systemClock, type Clock } from './clock.js';
+import { coalescing, every, systemClock, type Clock } from '../system/clock.js';
 import { AgentCommands } from './commands.js';
 import { ControlServer } from './control.js';
 import { logEvent } from './events.js';

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
 import type { ApplyReport, FilterBackend, LiveTree, TrafficControl } from '../system/traffic.js';
 import type { TrafficInput } from '../traffic/plan.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../system/clock.js';
 
 type Input = Omit<TrafficInput, 'leaf'>;
 

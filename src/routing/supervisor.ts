@@ -24,6 +24,7 @@ import { closeSync, constants as fsConstants, openSync, promises as fs, readFile
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ScroogeError } from '../errors.js';
+import { systemClock, type Clock } from '../system/clock.js';
 import type { Runner } from '../system/runner.js';
 import { BabeldClient, BabeldError, type BabeldControl } from './client.js';
 import {
@@ -31,21 +32,6 @@ import {
   type BabeldPaths, type TunnelTimers,
 } from './config.js';
 import { INFINITY, type BabeldTable } from './protocol.js';
-
-/** Monotonic ms and cancellable timers (a fake one in tests). */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): () => void;
-}
-
-export const systemClock: Clock = {
-  now: () => performance.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return () => clearTimeout(t);
-  },
-};
 
 export interface BabeldExit {
   code: number | null;

@@ -7,7 +7,8 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BabeldClient } from '../../src/routing/client.js';
 import type { BabeldEvent } from '../../src/routing/protocol.js';
-import { ROUTING_DEFAULTS, RoutingSupervisor, type Clock, type InterfaceState, type RoutingOptions } from '../../src/routing/supervisor.js';
+import { ROUTING_DEFAULTS, RoutingSupervisor, type InterfaceState, type RoutingOptions } from '../../src/routing/supervisor.js';
+import type { Clock } from '../../src/system/clock.js';
 import { FakeHost } from './fakebabeld.js';
 
 class FakeClock implements Clock {
@@ -16,6 +17,9 @@ class FakeClock implements Clock {
   private readonly timers = new Map<number, { at: number; fn: () => void }>();
   now(): number {
     return this.t;
+  }
+  wall(): number {
+    return 1_763_769_600_000 + this.t;
   }
   setTimeout(fn: () => void, ms: number): () => void {
     const id = this.seq++;

@@ -3,7 +3,7 @@
  * `await clock.advance(ms)`, which runs the timers that fall due in order and lets the async
  * work they start settle between them.
  */
-import type { Clock } from '../../src/agent/clock.js';
+import type { Clock } from '../../src/system/clock.js';
 
 interface Timer {
   at: number;
