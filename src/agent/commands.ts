@@ -12,6 +12,9 @@ import type { MeshCore } from '../neighbors/core.js';
 import { formatEndpoint } from '../protocol/address.js';
 import type { LiveTunnel } from '../system/wireguard/index.js';
 import type { Transport } from '../system/transport.js';
+import type { RoutingSupervisor } from '../routing/supervisor.js';
+import { tunnelLinkLocal } from '../neighbors/names.js';
+import { fromBase64Strict } from '../protocol/bytes.js';
 import type { Clock } from '../system/clock.js';
 import type { MetricsSource } from './metrics.js';
 import type { Settings } from './settings.js';
@@ -28,6 +31,7 @@ export interface AgentView {
   tunnels(): TunnelReconciler | undefined;
   traffic(): TrafficDriver | undefined;
   transport(): Transport | undefined;
+  routing(): RoutingSupervisor | undefined;
   /** Puts new settings in force (the kernel first, then settings.json); throws if refused. */
   change(next: Settings): Promise<void>;
 }
@@ -39,7 +43,7 @@ export class AgentCommands {
   handle = async (cmd: string, args: Record<string, unknown>): Promise<unknown> => {
     switch (cmd) {
       case 'status':
-        return { ...this.status(), traffic: await this.trafficSummary() };
+        return { ...this.status(), traffic: await this.trafficSummary(), routing: await this.routingSummary() };
       case 'neighbors':
         return { neighbors: await this.neighborRows(this.stats(args)) };
       case 'tunnels':
@@ -51,10 +55,46 @@ export class AgentCommands {
       case 'traffic':
         this.stats(args);
         return this.trafficStatus();
+      case 'routes':
+        this.stats(args);
+        return { routes: await this.routeRows() };
       default:
         throw new ScroogeError('EUNKNOWNCMD', `the agent does not know the command "${cmd}"`);
     }
   };
+
+  /** babeld's routes, each with the neighbor (and tunnel) it goes through. */
+  async routeRows() {
+    const routing = this.v.routing();
+    if (!routing) return [];
+    const settings = this.v.settings();
+    const byTunnel = new Map<string, string>();
+    const byAddress = new Map<string, string>();
+    for (const n of this.v.core.neighborList()) {
+      if (n.tunnel) byTunnel.set(n.tunnel.ifname, n.key);
+      const key = fromBase64Strict(n.key, 32);
+      if (key) byAddress.set(tunnelLinkLocal(key), n.key);
+    }
+    return (await routing.routes()).map((r) => {
+      const neighbor = byTunnel.get(r.ifname) ?? byAddress.get(r.via) ?? null;
+      return {
+        prefix: r.prefix, via: r.via, tunnel: r.ifname, neighbor, alias: neighbor ? (settings.neighbor(neighbor).alias ?? null) : null,
+        metric: r.metric, installed: r.installed, reachable: r.reachable, routerId: r.routerId,
+      };
+    });
+  }
+
+  private async routingSummary() {
+    const routing = this.v.routing();
+    if (!routing) return null;
+    const s = routing.status();
+    const routes = await this.routeRows().catch(() => []);
+    return {
+      mode: 'babeld', running: s.running, pid: s.pid ?? null, restarts: s.restarts, relaunches: s.relaunches,
+      interfaces: s.interfaces.filter((i) => i.state === 'up').length,
+      routes: routes.filter((r) => r.installed && r.reachable).length,
+    };
+  }
 
   private async trafficSummary() {
     const traffic = this.v.traffic();
@@ -173,6 +213,7 @@ export class AgentCommands {
       },
       untunneledDrops: async () => (await this.trafficSummary())?.untunneledDrops ?? null,
       discoveryDrops: async () => (await this.trafficSummary())?.discoveryDrops ?? null,
+      routing: async () => this.routingSummary(),
     };
   }
 }

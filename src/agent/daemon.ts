@@ -14,7 +14,10 @@ import { coreOptionsFrom, type Config } from '../config/config.js';
 import * as T from '../config/tunables.js';
 import { MeshCore, type Action, type MeshInterface } from '../neighbors/core.js';
 import { ReplayMemory } from '../neighbors/replay.js';
-import { toBase64 } from '../protocol/bytes.js';
+import { fromBase64Strict, toBase64 } from '../protocol/bytes.js';
+import { tunnelLinkLocal } from '../neighbors/names.js';
+import { meshAddress6 } from '../routing/address.js';
+import { RoutingSupervisor } from '../routing/supervisor.js';
 import { Verifier, type Identity } from '../protocol/crypto.js';
 import { nextEpoch, SequenceSource } from '../protocol/sequence.js';
 import { loadIdentity, readPassphraseFile } from '../system/keystore.js';
@@ -28,6 +31,7 @@ import { coalescing, every, systemClock, type Clock } from '../system/clock.js';
 import { AgentCommands } from './commands.js';
 import { ControlServer } from './control.js';
 import { logEvent } from './events.js';
+import { TunnelHooks, type HookTunnel } from './hooks.js';
 import { InterfaceWatch } from './interfaces.js';
 import { Settings } from './settings.js';
 import { StateDir, type StoredTunnel } from './state.js';
@@ -48,6 +52,8 @@ export interface AgentDeps {
   wireguard?: (opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string }) => Promise<WireGuardBackend>;
   /** A device's ifindex, for traffic control (sysfs unless a test's). */
   deviceIndex?: (dev: string) => Promise<number | undefined>;
+  /** The routing component (babeld unless a test brings a fake). */
+  routing?: (options: ConstructorParameters<typeof RoutingSupervisor>[1]) => RoutingSupervisor;
 }
 
 export class Agent {
@@ -62,6 +68,8 @@ export class Agent {
   private tunnels: TunnelReconciler | undefined;
   private traffic: TrafficDriver | undefined;
   private control: ControlServer | undefined;
+  private routing: RoutingSupervisor | undefined;
+  private hooks!: TunnelHooks;
   private metrics: { stop(): Promise<void> } | undefined;
   private commands!: AgentCommands;
   private interfaces!: InterfaceWatch;
@@ -76,6 +84,8 @@ export class Agent {
   private tickTimer: { at: number; cancel: () => void } | undefined;
   private ticking = false;
   private cancelWatch: (() => void) | undefined;
+  /** babeld and the hooks follow the tunnels that are up (serialized: one pass at a time). */
+  private readonly syncRouting = coalescing(() => this.routeTunnels(), (err) => this.log.error({ err: (err as Error).message }, 'updating routing failed; will retry'));
   private readonly reconcile = coalescing(() => this.reconcileTunnels(), (err) => {
     this.log.error({ err: (err as Error).message }, 'tunnel reconcile failed; will retry');
     this.lastDesired = '';
@@ -110,7 +120,7 @@ export class Agent {
     this.startedAt = this.clock.now();
     this.commands = new AgentCommands({
       core: this.core, clock: this.clock, startedAt: this.startedAt, configInterfaces: c.interfaces.map((i) => i.name),
-      settings: () => this.settings, tunnels: () => this.tunnels, traffic: () => this.traffic, transport: () => this.transport,
+      settings: () => this.settings, tunnels: () => this.tunnels, traffic: () => this.traffic, transport: () => this.transport, routing: () => this.routing,
       change: (next) => this.changeSettings(next),
     });
     this.interfaces = new InterfaceWatch({ list: this.deps.interfaces ?? meshInterfacesNow, allNames: interfaceNamesNow, logger: this.log }, { names: c.interfaces.map((i) => i.name) });
@@ -118,8 +128,10 @@ export class Agent {
 
     // Both before the first hello: the filter, so nothing is forwarded untunneled; the
     // tunnels of a previous run, so a neighbor's hello finds them adopted, not renegotiated.
+    this.hooks = new TunnelHooks({ run: this.deps.run, logger: this.log.child({ component: 'hooks' }) }, c.hooks);
     await Promise.all([c.traffic.enabled && this.startTraffic(), c.tunnels.enabled && this.startTunnels()]);
     this.traffic?.schedule(); // adopted tunnels get their classes
+    await this.startRouting();
 
     this.transport = await (this.deps.openTransport ?? UdpTransport.open)({ port: c.discovery.port, group: c.discovery.group, logger: this.deps.logger });
     this.transport.onDatagram((bytes, source) => {
@@ -165,6 +177,40 @@ export class Agent {
     this.handle(actions);
   }
 
+  /** babeld, on the tunnels only (README "Routing"); its failure to start is the agent's. */
+  private async startRouting(): Promise<void> {
+    const c = this.config;
+    if (c.routing.mode !== 'babeld') return;
+    if (!c.tunnels.enabled) {
+      this.log.warn('routing is "babeld" but tunnels are disabled: there is nothing to route over');
+      return;
+    }
+    const options = {
+      stateDir: join(c.stateDir, 'babeld'), mesh6: meshAddress6(this.identity.publicKey), mesh4: c.routing.meshAddress4, accept4: c.routing.accept4,
+      gateway: c.routing.gateway,
+    };
+    this.routing = this.deps.routing?.(options) ?? new RoutingSupervisor({ run: this.deps.run, logger: this.deps.logger, clock: this.clock }, options);
+    await this.routing.start();
+    this.log.info({ mesh6: options.mesh6, mesh4: options.mesh4 ?? null, gateway: options.gateway }, 'routing with babeld');
+    void this.syncRouting.kick();
+  }
+
+  /** The tunnels babeld and the hooks should know: configured, with a peer (their fe80 is on). */
+  private tunnelsUp(): HookTunnel[] {
+    return this.core.neighborList().flatMap((n) => {
+      const t = n.tunnel;
+      const key = fromBase64Strict(n.key, 32);
+      if (!t?.configured || !t.peerKey || !key) return [];
+      return [{ ifname: t.ifname, neighbor: n.key, alias: this.settings.neighbor(n.key).alias, address: this.core.tunnelAddress, peerAddress: tunnelLinkLocal(key) }];
+    });
+  }
+
+  private async routeTunnels(): Promise<void> {
+    if (this.stopping) return;
+    const up = this.tunnelsUp();
+    await Promise.all([this.routing?.set(up.map((t) => ({ ifname: t.ifname }))), this.hooks.set(up)]);
+  }
+
   private every(ms: number, fn: () => void): void {
     this.timers.push(every(this.clock, ms, () => {
       try {
@@ -192,6 +238,10 @@ export class Agent {
     await this.metrics?.stop();
     if (!this.core) return; // start() failed before there was anything to undo
     this.state.writeReplay(this.replay.toJSON());
+    await this.syncRouting.idle();
+    // babeld first: it retracts its routes and removes them while the tunnels still carry them.
+    await this.routing?.stop().catch((err) => this.log.error({ err: (err as Error).message }, 'stopping babeld failed'));
+    if (this.config.tunnels.removeOnStop) await this.hooks?.stop();
     await this.traffic?.stop();
     if (this.tunnels) {
       await this.reconcile.idle();
@@ -263,6 +313,7 @@ export class Agent {
     this.saveTunnels(false);
     this.traffic?.schedule(r.rebuilt.length > 0);
     this.handle(actions);
+    void this.syncRouting.kick();
   }
 
   private pollInterfaces(): void {
@@ -331,9 +382,11 @@ export class Agent {
     const c = this.config;
     const tunnels = this.core.neighborList().flatMap((n) =>
       n.tunnel?.configured ? [{ ifname: n.tunnel.ifname, neighbor: n.key, meshIface: n.tunnel.peerEndpoint?.zone ?? n.iface ?? '' }] : []);
+    const gateway = c.routing.mode === 'babeld' && (c.routing.gateway.ipv4 || c.routing.gateway.ipv6);
     return {
       ...trafficInput({ interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate }, settings, tunnels),
       discovery: { port: c.discovery.port, known: this.core.provenSources() },
+      masquerade: gateway && c.routing.masquerade,
     };
   }
 

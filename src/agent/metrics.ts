@@ -15,6 +15,7 @@ export interface MetricsSource {
   classes(): Promise<{ dev: string; classid: string; neighbor: string | null; alias: string | null; rateBits: number | null; bytes: number; packets: number; drops: number }[]>;
   untunneledDrops(): Promise<number | null>;
   discoveryDrops(): Promise<number | null>;
+  routing(): Promise<{ routes: number; interfaces: number; restarts: number; running: boolean } | null>;
 }
 
 /** `fn`'s result, shared by every caller within one scrape (half a second). */
@@ -79,6 +80,22 @@ export function buildRegistry(source: MetricsSource): Registry {
   new Gauge({ name: 'scrooge_class_rate_bits', help: 'Guaranteed rate of a traffic class (bit/s)', labelNames: classLabels, ...opts, async collect() {
     this.reset();
     for (const c of await classes()) if (c.rateBits !== null) this.set(cl(c), c.rateBits);
+  } });
+  const routing = once(() => source.routing());
+  new Gauge({ name: 'scrooge_routes', help: 'Routes babeld has installed and can use', ...opts, async collect() {
+    this.reset();
+    const r = await routing();
+    if (r) this.set(r.routes);
+  } });
+  new Gauge({ name: 'scrooge_routing_interfaces', help: 'Tunnels babeld runs on', ...opts, async collect() {
+    this.reset();
+    const r = await routing();
+    if (r) this.set(r.interfaces);
+  } });
+  new Counter({ name: 'scrooge_babeld_restarts_total', help: 'Times babeld died and was started again', ...opts, async collect() {
+    this.reset();
+    const r = await routing();
+    if (r) this.inc(r.restarts);
   } });
   new Counter({ name: 'scrooge_discovery_dropped_packets_total', help: 'Datagrams to the discovery port the kernel dropped before the agent saw them (strangers over budget)', ...opts, async collect() {
     this.reset();

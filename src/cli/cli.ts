@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   status: { summary: "show the agent's identity, interfaces and counters", load: async () => (await import('./commands/agent.js')).status },
   neighbors: { summary: 'list neighbors and their tunnels', load: async () => (await import('./commands/agent.js')).neighbors },
   tunnels: { summary: 'list tunnels', load: async () => (await import('./commands/agent.js')).tunnels },
+  routes: { summary: 'list the routes babeld learned over the tunnels', load: async () => (await import('./commands/agent.js')).routes },
   priority: { summary: "set a neighbor's priority (weight)", load: async () => (await import('./commands/agent.js')).priority },
   cap: { summary: "cap a neighbor's bandwidth", load: async () => (await import('./commands/agent.js')).cap },
   alias: { summary: 'name a neighbor', load: async () => (await import('./commands/agent.js')).alias },

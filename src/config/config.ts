@@ -15,6 +15,7 @@ import type { CoreOptions } from '../neighbors/core.js';
 import { canonicalIPv6 } from '../protocol/address.js';
 import { fromBase64Strict } from '../protocol/bytes.js';
 import { HELLO_GROUP, PROTOCOL_PORT } from '../protocol/constants.js';
+import { checkMeshAddress4, checkPrefix4 } from '../routing/address.js';
 import * as T from './tunables.js';
 import { parseDuration, parseRate } from './units.js';
 
@@ -161,7 +162,33 @@ const schema = z.strictObject({
   /** Prometheus endpoint, off unless set: "9585" (loopback), "127.0.0.1:9585", "[::1]:9585". */
   metrics: z.prefault(z.strictObject({ listen: z.optional(listen) }), {}),
   log: z.prefault(z.strictObject({ level: z._default(z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']), 'info') }), {}),
+  /** Routing over the tunnels (README "Routing"). */
+  routing: z.prefault(z.strictObject({
+    mode: z._default(z.enum(['off', 'babeld']), 'off'),
+    /** The node's IPv4 /32 on the mesh (its IPv6 one comes from its key). */
+    meshAddress4: z.optional(checked(checkMeshAddress4)),
+    /** IPv4 /32s accepted from neighbours lie in this prefix. */
+    accept4: z.optional(checked((t) => { const r = checkPrefix4(t); return r.ok ? { ok: true, value: t } : r; })),
+    /** Announce a default route (a gateway): "auto" = when the node has an uplink. */
+    gateway: z._default(z.union([z.literal('auto'), z.boolean(), z.strictObject({ ipv4: z._default(z.boolean(), true), ipv6: z._default(z.boolean(), true) })]), 'auto'),
+    /** A gateway masquerades what the mesh sends out of its uplinks (hosts there need no route back). */
+    masquerade: z._default(z.boolean(), true),
+  }), {}),
+  /** Executables run when a tunnel comes up or goes (for another routing daemon). */
+  hooks: z.prefault(z.strictObject({
+    tunnelUp: z.optional(z.string().check(z.minLength(1))),
+    tunnelDown: z.optional(z.string().check(z.minLength(1))),
+  }), {}),
 });
+
+/** A string field checked by an address.ts-style check, which names what is wrong. */
+function checked(check: (text: string) => { ok: true; value: string } | { ok: false; reason: string }) {
+  return z.pipe(z.string(), z.transform((v: string, ctx) => {
+    const r = check(v);
+    if (!r.ok) ctx.issues.push({ code: 'custom', message: r.reason, input: v });
+    return r.ok ? r.value : v;
+  }));
+}
 
 export type Config = ReturnType<typeof finish>;
 
@@ -177,7 +204,16 @@ function finish(c: z.output<typeof schema>, baseDir: string) {
     controlSocket: c.controlSocket === undefined ? resolve(stateDir, 'control.sock') : path(c.controlSocket),
     discovery: { ...c.discovery, deadInterval: c.discovery.deadInterval ?? c.discovery.helloInterval * T.DEAD_INTERVAL_HELLOS },
     tunnels: { ...c.tunnels, deadAfter: c.tunnels.deadAfter ?? keepaliveMs * T.DEAD_AFTER_KEEPALIVES + T.DEAD_AFTER_SLACK_MS },
+    routing: { ...c.routing, gateway: gatewayOf(c.routing.gateway, c.uplinks.length > 0) },
+    hooks: { tunnelUp: c.hooks.tunnelUp === undefined ? undefined : path(c.hooks.tunnelUp), tunnelDown: c.hooks.tunnelDown === undefined ? undefined : path(c.hooks.tunnelDown) },
   };
+}
+
+/** Which default routes a node announces: "auto" means both, if it has an uplink. */
+function gatewayOf(g: 'auto' | boolean | { ipv4: boolean; ipv6: boolean }, hasUplink: boolean): { ipv4: boolean; ipv6: boolean } {
+  if (g === 'auto') return { ipv4: hasUplink, ipv6: hasUplink };
+  if (typeof g === 'boolean') return { ipv4: g, ipv6: g };
+  return g;
 }
 
 /** Validates parsed JSON. Relative paths are taken relative to `baseDir` (the config's folder). */

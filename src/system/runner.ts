@@ -22,6 +22,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Run inside this network namespace (`ip netns exec NAME ...`). */
   netns?: string;
+  /** Added to the environment (which LC_ALL=C still overrides). */
+  env?: Readonly<Record<string, string>>;
   signal?: AbortSignal;
 }
 
@@ -54,7 +56,7 @@ function execute(argv: readonly string[], options: RunOptions): Promise<Finished
     let why: string | undefined;
     let settled = false;
     const child = spawn(argv[0]!, argv.slice(1), {
-      env: { ...process.env, LC_ALL: 'C' },
+      env: { ...process.env, ...options.env, LC_ALL: 'C' },
       stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;

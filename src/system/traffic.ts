@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { parseRate } from '../config/units.js';
 import { ScroogeError } from '../errors.js';
 import { HANDLE, neighborOfClass, planTraffic, type TcTree, type TrafficInput } from '../traffic/plan.js';
-import { IPT_FILTER_CHAIN, IPT_GUARD_CHAIN, IPT_MANGLE_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
+import { IPT_FILTER_CHAIN, IPT_GUARD_CHAIN, IPT_MANGLE_CHAIN, IPT_NAT_CHAIN, iptablesRestore, NFT_REMOVE, nftRuleset } from '../traffic/rules.js';
 import { tcCommands } from '../traffic/tc.js';
 import type { Runner } from './runner.js';
 
@@ -50,6 +50,7 @@ export class TrafficControl {
   /** The filter as last applied; '' until the first apply (which builds it fresh). */
   private lastFilter = '';
   private iptablesJumps = false;
+  private natJumps = false;
   /** The discovery port the ip6tables guard's INPUT jump is for (added once, removed on stop). */
   private guardPort: number | undefined;
   /** iptables counters restart at each restore: what they had counted before. */
@@ -169,7 +170,7 @@ export class TrafficControl {
           this.droppedBefore += await this.iptablesDrops();
           this.guardDroppedBefore += await this.chainDrops('ip6tables', IPT_GUARD_CHAIN);
         }
-        await this.applyIptables(v4, v6, full.discovery?.port);
+        await this.applyIptables(v4, v6, full.discovery?.port, !!full.masquerade);
         this.lastFilter = `${v4}\n${v6}`;
         filterChanged = true;
       }
@@ -187,7 +188,7 @@ export class TrafficControl {
     return ['-p', 'udp', '--dport', String(port), '-j', IPT_GUARD_CHAIN];
   }
 
-  private async applyIptables(v4: string, v6: string, guardPort: number | undefined): Promise<void> {
+  private async applyIptables(v4: string, v6: string, guardPort: number | undefined, masquerade: boolean): Promise<void> {
     await this.deps.run(['iptables-restore', '-w', '--noflush'], { input: v4 });
     await this.deps.run(['ip6tables-restore', '-w', '--noflush'], { input: v6 });
     if (!this.iptablesJumps) {
@@ -199,6 +200,10 @@ export class TrafficControl {
     if (guardPort !== undefined && this.guardPort === undefined) {
       await this.jump('ip6tables', 'filter', 'INPUT', this.guardJump(guardPort));
       this.guardPort = guardPort;
+    }
+    if (masquerade && !this.natJumps) {
+      for (const cmd of ['iptables', 'ip6tables']) await this.jump(cmd, 'nat', 'POSTROUTING', ['-j', IPT_NAT_CHAIN]);
+      this.natJumps = true;
     }
   }
 
@@ -218,6 +223,8 @@ export class TrafficControl {
       }
       if (this.guardPort !== undefined) await remove('ip6tables', 'filter', 'INPUT', IPT_GUARD_CHAIN, this.guardJump(this.guardPort));
       this.guardPort = undefined;
+      if (this.natJumps) for (const cmd of ['iptables', 'ip6tables']) await remove(cmd, 'nat', 'POSTROUTING', IPT_NAT_CHAIN, ['-j', IPT_NAT_CHAIN]);
+      this.natJumps = false;
       this.iptablesJumps = false;
     }
     const lines: string[] = [];

@@ -57,6 +57,11 @@ export interface TrafficInput {
   share: number;
   /** Absent: no guard on the discovery port. */
   discovery?: DiscoveryGuard | undefined;
+  /**
+   * A gateway's: what the mesh sends out of an uplink leaves with the uplink's address, so
+   * hosts behind it need no route back to the mesh.
+   */
+  masquerade?: boolean | undefined;
   meshInterfaces: { name: string; rate: number }[];
   uplinks: { name: string; rate: number }[];
   tunnels: TunnelInput[];

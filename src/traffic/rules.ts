@@ -40,9 +40,10 @@ export function nftRuleset(input: TrafficInput, plan: TrafficPlan, fresh = true)
     `  set stranger_sources { type ipv6_addr; flags dynamic; timeout 10s; size 4096; }`,
     `  counter discovery_dropped { }`,
     `  chain input { type filter hook input priority filter; policy accept; }`,
+    `  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
     `}`,
   );
-  if (!fresh) lines.push(`flush chain ${t} forward`, `flush set ${t} mesh`, `flush set ${t} tunnels`, `flush set ${t} uplinks`, `flush map ${t} neighbor_class`, `flush chain ${t} input`, `flush set ${t} known_sources`);
+  if (!fresh) lines.push(`flush chain ${t} forward`, `flush set ${t} mesh`, `flush set ${t} tunnels`, `flush set ${t} uplinks`, `flush map ${t} neighbor_class`, `flush chain ${t} input`, `flush set ${t} known_sources`, `flush chain ${t} postrouting`);
   const add = (set: string, items: string[]) => items.length && lines.push(`add element ${t} ${set} { ${items.join(', ')} }`);
   add('mesh', mesh.map(q));
   add('tunnels', tunnels.map((x) => q(x.ifname)));
@@ -53,6 +54,8 @@ export function nftRuleset(input: TrafficInput, plan: TrafficPlan, fresh = true)
     `add rule ${t} forward oifname @tunnels meta priority set ${CLASS_SOLD}`,
     `add rule ${t} forward oifname @uplinks iifname @tunnels meta priority set iifname map @neighbor_class`,
   );
+  // A gateway: the mesh's traffic leaves its uplinks with the uplink's own address.
+  if (input.masquerade) lines.push(`add rule ${t} postrouting iifname @tunnels oifname @uplinks masquerade`);
   const g = input.discovery;
   if (g) {
     add('known_sources', knownSources(g.known).map((k) => `${k.address} . ${q(k.iface)}`));
@@ -79,6 +82,10 @@ export const IPT_FILTER_CHAIN = 'SCROOGE-FWD';
 export const IPT_MANGLE_CHAIN = 'SCROOGE-CLASS';
 /** The discovery guard (ip6tables only: discovery is IPv6), jumped to from INPUT for the port. */
 export const IPT_GUARD_CHAIN = 'SCROOGE-IN';
+/** A gateway's masquerade (nat table, from POSTROUTING) of what the mesh sends out of its uplinks. */
+export const IPT_NAT_CHAIN = 'SCROOGE-NAT';
+/** The mark the mangle chain gives packets forwarded from a tunnel to an uplink (masqueraded). */
+export const IPT_MESH_MARK = '0x5c000000/0xff000000';
 
 /** iptables-restore --noflush input; ip6tables gets the discovery guard too. */
 export function iptablesRestore(input: TrafficInput, plan: TrafficPlan, family: 'ipv4' | 'ipv6' = 'ipv4'): string {
@@ -99,7 +106,14 @@ export function iptablesRestore(input: TrafficInput, plan: TrafficPlan, family: 
   for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -o ${t.ifname} -j CLASSIFY --set-class ${CLASS_SOLD}`);
   for (const u of input.uplinks.map((x) => x.name).sort()) {
     for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -i ${t.ifname} -o ${u} -j CLASSIFY --set-class ${plan.classOf.get(t.neighbor)}`);
+    if (input.masquerade) lines.push(`-A ${IPT_MANGLE_CHAIN} -i sc+ -o ${u} -j MARK --set-xmark ${IPT_MESH_MARK}`);
   }
-  lines.push('COMMIT', '');
+  lines.push('COMMIT');
+  if (input.masquerade) {
+    lines.push('*nat', `:${IPT_NAT_CHAIN} - [0:0]`);
+    for (const u of input.uplinks.map((x) => x.name).sort()) lines.push(`-A ${IPT_NAT_CHAIN} -o ${u} -m mark --mark ${IPT_MESH_MARK} -j MASQUERADE`);
+    lines.push('COMMIT');
+  }
+  lines.push('');
   return lines.join('\n');
 }

@@ -83,7 +83,7 @@ describe('command-line errors', () => {
 
   it('help for every command', async () => {
     const r = await cli('--help');
-    for (const name of ['keygen', 'pubkey', 'run', 'status', 'neighbors', 'tunnels', 'priority', 'cap', 'alias', 'share', 'tc', 'sim', 'demo']) {
+    for (const name of ['keygen', 'pubkey', 'run', 'status', 'neighbors', 'tunnels', 'routes', 'priority', 'cap', 'alias', 'share', 'tc', 'sim', 'demo']) {
       expect(r.out).toContain(`  ${name}`);
       const h = await cli('help', name);
       expect(h.code).toBe(0);

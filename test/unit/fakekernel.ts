@@ -20,7 +20,7 @@ interface FakeQdisc {
 
 export class FakeKernel {
   readonly qdiscs = new Map<string, FakeQdisc>();
-  nftTable: { sets: Map<string, string[]>; rules: string[]; input: string[]; counter: number } | undefined;
+  nftTable: { sets: Map<string, string[]>; rules: string[]; input: string[]; nat: string[]; counter: number } | undefined;
   /** Every tc command line ever run, for "nothing changed" checks. */
   readonly tcLog: string[] = [];
 
@@ -114,18 +114,19 @@ export class FakeKernel {
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.trim();
       if (!line) continue;
-      if (line === `table ${T}`) this.nftTable ??= { sets: new Map(), rules: [], input: [], counter: 0 };
+      if (line === `table ${T}`) this.nftTable ??= { sets: new Map(), rules: [], input: [], nat: [], counter: 0 };
       else if (line === `delete table ${T}`) {
         if (!this.nftTable) throw new Error('fake nft: no table to delete');
         this.nftTable = undefined;
       } else if (line === `table ${T} {`) {
-        this.nftTable ??= { sets: new Map(), rules: [], input: [], counter: 0 };
+        this.nftTable ??= { sets: new Map(), rules: [], input: [], nat: [], counter: 0 };
         for (i++; lines[i]!.trim() !== '}'; i++) {
           const m = /^(set|map) (\w+) \{/.exec(lines[i]!.trim());
           if (m && !this.nftTable.sets.has(m[2]!)) this.nftTable.sets.set(m[2]!, []);
         }
       } else if (line === `flush chain ${T} forward`) this.table().rules = [];
       else if (line === `flush chain ${T} input`) this.table().input = [];
+      else if (line === `flush chain ${T} postrouting`) this.table().nat = [];
       else if (/^flush (set|map) inet scrooge \w+$/.test(line)) this.set(line.split(' ')[4]!).length = 0;
       else if (line.startsWith(`add element ${T} `)) {
         const m = /^add element inet scrooge (\w+) \{ (.*) \}$/.exec(line);
@@ -133,6 +134,7 @@ export class FakeKernel {
         this.set(m[1]!).push(...m[2]!.split(', '));
       } else if (line.startsWith(`add rule ${T} forward `)) this.table().rules.push(line.slice(`add rule ${T} forward `.length));
       else if (line.startsWith(`add rule ${T} input `)) this.table().input.push(line.slice(`add rule ${T} input `.length));
+      else if (line.startsWith(`add rule ${T} postrouting `)) this.table().nat.push(line.slice(`add rule ${T} postrouting `.length));
       else throw new Error(`fake nft: cannot parse: ${line}`);
     }
   }
@@ -161,6 +163,7 @@ export class FakeKernel {
       for (const [name, items] of [...t.sets].sort(([a], [b]) => (a < b ? -1 : 1))) out.push(`nft ${name}: ${[...items].sort().join(', ')}`);
       for (const r of t.rules) out.push(`nft rule: ${r}`);
       for (const r of t.input) out.push(`nft input rule: ${r}`);
+      for (const r of t.nat) out.push(`nft postrouting rule: ${r}`);
     }
     return out.join('\n');
   }

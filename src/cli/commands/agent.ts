@@ -68,6 +68,7 @@ export const status = readCommand('status', "show the agent's identity, interfac
       interfaces: { name: string; up: boolean; linkLocal: string | null }[];
       counters: { sent: Record<string, number>; received: Record<string, number>; dropped: Record<string, number>; sendErrors: number };
       traffic: { backend: string; untunneledDrops: number | null; discoveryDrops?: number | null } | null;
+      routing?: { running: boolean; pid: number | null; restarts: number; interfaces: number; routes: number } | null;
     };
     const lines = [
       `public key:  ${s.publicKey}`,
@@ -80,6 +81,7 @@ export const status = readCommand('status', "show the agent's identity, interfac
       `received:    ${Object.entries(s.counters.received).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')}`,
       `dropped:     ${Object.entries(s.counters.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
       `traffic:     ${s.traffic ? `${s.traffic.backend} filter, untunneled packets dropped: ${s.traffic.untunneledDrops ?? '?'}, discovery datagrams dropped by the kernel: ${s.traffic.discoveryDrops ?? '?'}` : 'disabled'}`,
+      `routing:     ${s.routing ? `babeld ${s.routing.running ? `running (pid ${s.routing.pid})` : 'NOT RUNNING'} on ${s.routing.interfaces} tunnels, ${s.routing.routes} routes${s.routing.restarts ? `, restarted ${s.routing.restarts} times` : ''}` : 'off'}`,
     ];
     io.out(lines.join('\n') + '\n');
   });
@@ -163,3 +165,21 @@ export const share: Command = {
     return 0;
   },
 };
+
+interface RouteRow {
+  prefix: string; via: string; tunnel: string; neighbor: string | null; alias: string | null; metric: number; installed: boolean; reachable: boolean;
+}
+
+export const routes = readCommand('routes', 'list the routes babeld learned over the tunnels',
+  'One row per route babeld knows: prefix, the neighbor (alias or key) and tunnel it goes\nthrough, its metric, and whether it is installed in the kernel. A retracted route (metric\n65535) is not reachable; babeld keeps it until it expires.',
+  (r, io) => {
+    const rows = (r as { routes: RouteRow[] }).routes;
+    if (!rows.length) {
+      io.out('no routes (is routing on? see `scrooge status`)\n');
+      return;
+    }
+    io.out(formatTable(
+      ['PREFIX', 'VIA', 'TUNNEL', 'METRIC', 'INSTALLED'],
+      rows.map((x) => [x.prefix, x.alias ?? x.neighbor?.slice(0, 12) ?? x.via, x.tunnel, x.reachable ? String(x.metric) : 'unreachable', x.installed ? 'yes' : 'no']),
+    ));
+  });
