@@ -44,7 +44,8 @@ class FakeClock implements Clock {
 }
 
 /** Polls (real time) until `check` is truthy. */
-async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, ms = 3000): Promise<T> {
+/** Polls real time: the fake babeld answers over a real socket, which a loaded machine can delay for seconds. */
+async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, ms = 15_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await check();
