@@ -43,8 +43,7 @@ class FakeClock implements Clock {
   }
 }
 
-/** Polls (real time) until `check` is truthy. */
-/** Polls real time: the fake babeld answers over a real socket, which a loaded machine can delay for seconds. */
+/** Polls (real time) until `check` is truthy: the fake babeld answers over a real socket, which a loaded machine can delay for seconds. */
 async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, ms = 15_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
