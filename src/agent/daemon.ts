@@ -147,8 +147,16 @@ export class Agent {
     if (c.metrics.listen) await this.startMetrics(c.metrics.listen);
 
     this.pollInterfaces();
-    this.every(T.INTERFACE_POLL_MS, () => this.pollInterfaces());
-    this.every(T.REPLAY_SAVE_MS, () => this.state.writeReplay(this.replay.toJSON()));
+    // One housekeeping wakeup a second (each wakeup of a Node process costs more than the work).
+    let beats = 0;
+    const every = (ms: number) => beats % Math.max(1, Math.round(ms / T.INTERFACE_POLL_MS)) === 0;
+    this.every(T.INTERFACE_POLL_MS, () => {
+      beats++;
+      this.pollInterfaces();
+      if (every(T.REPLAY_SAVE_MS)) this.state.writeReplay(this.replay.toJSON());
+      // Whatever changed: a tunnel interface that vanished (its wireguard-go killed) is rebuilt.
+      if (every(T.TUNNEL_CHECK_MS) && this.tunnels && !this.stopping) void this.reconcile.kick();
+    });
     this.scheduleTick();
     const cpu = process.cpuUsage();
     this.log.info({ controlSocket: c.controlSocket, backend: this.tunnels?.backend.kind ?? 'none', cpuMs: Math.round((cpu.user + cpu.system) / 1000) }, 'running');
@@ -275,10 +283,17 @@ export class Agent {
     // The table changed: the kernel's guard learns who is proven now (debounced, and a no-op
     // when nothing it holds changed).
     if (events) this.traffic?.schedule();
+    // Nothing happened (a known neighbor's hello, the common case): nothing can have moved a
+    // deadline earlier or changed the tunnels wanted (reached() looks itself after a setup).
+    if (actions.length) this.afterChange();
+  }
+
+  /** The core's state may have changed: its next deadline, tunnels to watch, tunnels wanted. */
+  private afterChange(): void {
     if (this.stopping || !this.started) return;
     if (!this.ticking) this.scheduleTick();
     this.scheduleWatch();
-    if (this.tunnels && !this.stopping && this.desiredChanged()) void this.reconcile.kick();
+    if (this.tunnels && this.desiredChanged()) void this.reconcile.kick();
   }
 
   /** Cheap test (a string compare) that the tunnels the core wants differ from the last pass. */
@@ -311,8 +326,9 @@ export class Agent {
     }
     if (r.removed.length) this.log.debug({ tunnels: r.removed }, 'removed tunnel interfaces');
     this.saveTunnels(false);
-    this.traffic?.schedule(r.rebuilt.length > 0);
+    if (r.applied.length || r.removed.length || r.rebuilt.length) this.traffic?.schedule(r.rebuilt.length > 0);
     this.handle(actions);
+    this.afterChange(); // a setup can change what is wanted with nothing to send (a port moved)
     void this.syncRouting.kick();
   }
 
@@ -320,8 +336,7 @@ export class Agent {
     const present = this.interfaces.poll();
     this.transport?.setInterfaces(present.filter((p) => p.linkLocal).map((p) => p.name));
     this.handle(this.core.setInterfaces(present, this.clock.now()));
-    // Once a second, whatever changed: a tunnel interface that vanished is rebuilt.
-    if (this.tunnels && !this.stopping) void this.reconcile.kick();
+    this.afterChange(); // an interface that went moves deadlines with nothing to send
   }
 
   /**
@@ -342,6 +357,7 @@ export class Agent {
       this.ticking = true;
       try {
         this.handle(this.core.tick(this.clock.now()));
+        this.scheduleWatch();
       } catch (err) {
         this.log.error({ err }, 'tick failed');
       } finally {
@@ -369,6 +385,8 @@ export class Agent {
     this.watching = true;
     try {
       for (const [ifname, stats] of await this.tunnels.observe(names, this.clock.wall())) this.handle(this.core.tunnelObserved(ifname, stats, this.clock.now()));
+      // Observations move deadlines (a quiet tunnel's liveness) without a word: look again.
+      this.afterChange();
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'reading tunnel stats failed');
     } finally {

@@ -81,6 +81,11 @@ export const MAX_PRIORITY = 1000;
 export const TICK_MS = 100;
 /** Mesh interfaces (and their link-local addresses) are looked for every second. */
 export const INTERFACE_POLL_MS = 1000;
+/**
+ * Tunnel interfaces are checked against the kernel at least this often (a vanished one, its
+ * wireguard-go killed, is rebuilt): often enough to matter, rare enough for an idle router.
+ */
+export const TUNNEL_CHECK_MS = 5000;
 /** Fresh and quiet tunnels are asked for handshakes every 100 ms (a UAPI read each). */
 export const WATCH_POLL_MS = 100;
 /** Tunnel changes come in bursts; traffic control is applied once per burst, 100 ms after it. */

@@ -1,6 +1,6 @@
 /** The system behind the WireGuard backends' host interfaces (the fake is test/unit/fakewireguard.ts). */
 import { createSocket } from 'node:dgram';
-import { promises as fs } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import type { Runner } from '../runner.js';
 import type { WireGuardHost } from './backend.js';
 
@@ -22,8 +22,10 @@ export function systemHost(run: Runner): WireGuardHost {
     async links() {
       // sysfs lists this network namespace's links (`ip netns exec` mounts it for the
       // namespace); cheaper than a process, and it sees links that have no address yet.
+      // Synchronous: a directory of a few dozen names in sysfs, read once a second; a trip
+      // through the thread pool would cost the idle agent a wakeup more.
       try {
-        return await fs.readdir('/sys/class/net');
+        return readdirSync('/sys/class/net');
       } catch {
         const { stdout } = await run(['ip', '-j', 'link', 'show']);
         return (JSON.parse(stdout || '[]') as { ifname: string }[]).map((l) => l.ifname);
