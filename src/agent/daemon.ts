@@ -79,6 +79,8 @@ export class Agent {
   private startedAt = 0;
   /** The desired tunnels last handed to the reconciler, as text: unchanged, a pass is skipped. */
   private lastDesired = '';
+  /** The proven neighbors' sources the kernel's guard was last asked to know. */
+  private lastProven = '';
   private watching = false;
   /** The core's next deadline, armed on the clock (no fixed beat: see scheduleTick). */
   private tickTimer: { at: number; cancel: () => void } | undefined;
@@ -280,9 +282,15 @@ export class Agent {
         logEvent(this.log, a, (key) => this.settings.neighbor(key).alias);
       }
     }
-    // The table changed: the kernel's guard learns who is proven now (debounced, and a no-op
-    // when nothing it holds changed).
-    if (events) this.traffic?.schedule();
+    // The table changed: the kernel's guard learns who is proven now. Not urgent (strangers
+    // still get their budget): once a second at most, and only if the proven sources moved.
+    if (events && this.traffic) {
+      const proven = JSON.stringify(this.core.provenSources());
+      if (proven !== this.lastProven) {
+        this.lastProven = proven;
+        this.traffic.schedule(false, T.GUARD_DEBOUNCE_MS);
+      }
+    }
     // Nothing happened (a known neighbor's hello, the common case): nothing can have moved a
     // deadline earlier or changed the tunnels wanted (reached() looks itself after a setup).
     if (actions.length) this.afterChange();
@@ -293,7 +301,11 @@ export class Agent {
     if (this.stopping || !this.started) return;
     if (!this.ticking) this.scheduleTick();
     this.scheduleWatch();
-    if (this.tunnels && this.desiredChanged()) void this.reconcile.kick();
+    if (this.tunnels && this.desiredChanged()) {
+      // New interfaces start at once, in the background, even while a pass runs.
+      void this.tunnels.makeAhead(this.core.desiredTunnels(this.clock.now())).catch(() => {});
+      void this.reconcile.kick();
+    }
   }
 
   /** Cheap test (a string compare) that the tunnels the core wants differ from the last pass. */

@@ -28,7 +28,7 @@ export class TrafficDriver {
   private chain: Promise<unknown> = Promise.resolve();
   /** The input last applied, as text: an apply with the same input changes nothing. */
   private appliedKey = '';
-  private cancelTimer: (() => void) | undefined;
+  private timer: { at: number; cancel: () => void } | undefined;
   private forceNext = false;
   private state: 'new' | 'started' | 'stopped' = 'new';
 
@@ -58,15 +58,18 @@ export class TrafficDriver {
   }
 
   /**
-   * Applies the current input after the debounce (once for a whole burst). `force`: even if
-   * the input looks unchanged (a tunnel interface was rebuilt: its tree went with it).
+   * Applies the current input after `delayMs` (once for a whole burst; an earlier request
+   * wins). `force`: even if the input looks unchanged (a tunnel interface was rebuilt: its tree
+   * went with it).
    */
-  schedule(force = false): void {
+  schedule(force = false, delayMs = this.options.debounceMs): void {
     if (this.state !== 'started') return;
     this.forceNext ||= force;
-    if (this.cancelTimer) return;
-    this.cancelTimer = this.deps.clock.setTimeout(() => {
-      this.cancelTimer = undefined;
+    const at = this.deps.clock.now() + delayMs;
+    if (this.timer && this.timer.at <= at) return;
+    this.timer?.cancel();
+    const cancel = this.deps.clock.setTimeout(() => {
+      this.timer = undefined;
       void this.serialized(async () => {
         const force = this.forceNext;
         this.forceNext = false;
@@ -77,7 +80,8 @@ export class TrafficDriver {
           this.deps.clock.setTimeout(() => this.schedule(true), this.options.retryMs);
         }
       });
-    }, this.options.debounceMs);
+    }, delayMs);
+    this.timer = { at, cancel };
   }
 
   /**
@@ -124,8 +128,8 @@ export class TrafficDriver {
       return;
     }
     this.state = 'stopped';
-    this.cancelTimer?.();
-    this.cancelTimer = undefined;
+    this.timer?.cancel();
+    this.timer = undefined;
     await this.chain.catch(() => {});
     if (!this.options.removeOnStop) return;
     await this.deps.control.stop().catch((err) => this.log?.error({ err: (err as Error).message }, 'removing traffic rules failed'));

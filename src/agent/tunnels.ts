@@ -27,8 +27,10 @@ export interface TunnelsReached {
 
 export class TunnelReconciler {
   private readonly log: Logger | undefined;
-  /** Interfaces being made ahead (prepare), so stop() can wait for them. */
+  /** Interfaces being made in the background (prepare), so stop() can wait for them. */
   private readonly preparing = new Map<string, Promise<void>>();
+  /** Interfaces of new tunnels whose making failed, to report on the next pass. */
+  private readonly startFailures = new Map<string, string>();
   private running = false;
 
   constructor(
@@ -86,14 +88,28 @@ export class TunnelReconciler {
     const live = new Set(await backend.listTunnels());
     const wanted = new Set(desired.map((d) => d.ifname));
 
-    // Made ahead, in the background: the slow part of a tunnel, started while it is negotiated.
-    for (const d of desired) if (!d.intent && !live.has(d.ifname)) this.prepare(d.ifname);
-
     const rebuilt = desired.filter((d) => d.intent && d.configured && !live.has(d.ifname) && !this.preparing.has(d.ifname)).map((d) => d.ifname);
     for (const ifname of rebuilt) this.log?.warn({ ifname }, 'tunnel interface vanished; rebuilding it');
-    const todo = desired.filter((d) => d.intent && ((!d.applied && d.due) || rebuilt.includes(d.ifname)));
+    const needed = desired.filter((d) => d.intent && ((!d.applied && d.due) || rebuilt.includes(d.ifname)));
+    // Where making an interface is slow, a new tunnel's interface is made in the background and
+    // the tunnel configured on a later pass, once it exists: one slow start never holds up the
+    // tunnels that are ready. A vanished one is rebuilt here and now (the core thinks it is set).
+    const early: ApplyOutcome[] = [];
+    const todo: DesiredTunnel[] = [];
+    for (const d of needed) {
+      if (!backend.slowToCreate || live.has(d.ifname) || rebuilt.includes(d.ifname)) todo.push(d);
+      else {
+        const failed = this.startFailures.get(d.ifname);
+        this.startFailures.delete(d.ifname);
+        if (failed !== undefined) early.push({ ifname: d.ifname, generation: d.intent!.generation, ok: false, portBusy: false, error: failed });
+        else if (!this.preparing.has(d.ifname) && !(await backend.portFree(d.intent!.listenPort)))
+          early.push({ ifname: d.ifname, generation: d.intent!.generation, ok: false, portBusy: true, error: `UDP port ${d.intent!.listenPort} is in use` });
+      }
+    }
+    const reported = new Set(early.map((o) => o.ifname));
+    await this.makeAhead(desired.filter((d) => !reported.has(d.ifname)), live);
     const owned = new Set(desired.filter((d) => d.configured).map((d) => d.ifname));
-    const applied = todo.length ? await backend.apply(todo.map((d) => d.intent!), owned) : [];
+    const applied = [...early, ...(todo.length ? await backend.apply(todo.map((d) => d.intent!), owned) : [])];
 
     // Removed last, and not while being made (it is removed once it exists, on a later pass).
     const removed = [...live].filter((n) => !wanted.has(n) && !this.preparing.has(n));
@@ -101,11 +117,33 @@ export class TunnelReconciler {
     return { applied, rebuilt, removed };
   }
 
-  private prepare(ifname: string): void {
+  /**
+   * Starts making every desired interface that does not exist yet, in the background: those
+   * made ahead for two-way neighbors and, where that is slow, those of new tunnels (whose port is
+   * free). Cheap and safe to call at any time, also while a pass runs: the agent calls it as
+   * soon as the core wants something new. A configured tunnel that vanished is left to the pass.
+   */
+  async makeAhead(desired: readonly DesiredTunnel[], live?: ReadonlySet<string>): Promise<void> {
+    const slow = this.deps.backend.slowToCreate;
+    const wanted = desired.filter((d) => !this.preparing.has(d.ifname) && (!d.intent || (slow && !d.configured && !d.applied && d.due)));
+    if (!wanted.length) return;
+    const have = live ?? new Set(await this.deps.backend.listTunnels());
+    for (const d of wanted) {
+      if (have.has(d.ifname) || this.preparing.has(d.ifname)) continue;
+      if (d.intent && !(await this.deps.backend.portFree(d.intent.listenPort))) continue; // the pass reports it
+      this.prepare(d.ifname, d.intent !== undefined);
+    }
+  }
+
+  private prepare(ifname: string, forTunnel: boolean): void {
     if (this.preparing.has(ifname)) return;
     const p = this.deps.backend.prepare(ifname).then(
       () => undefined,
-      (err: Error) => this.log?.debug({ ifname, err: err.message }, 'making a tunnel interface ahead failed (it is made when needed)'),
+      (err: Error) => {
+        // A tunnel waiting for it hears of the failure on the next pass (the core backs off).
+        if (forTunnel) this.startFailures.set(ifname, err.message);
+        this.log?.debug({ ifname, err: err.message }, 'making a tunnel interface failed');
+      },
     ).finally(() => {
       this.preparing.delete(ifname);
       this.deps.changed?.();

@@ -90,6 +90,8 @@ export const TUNNEL_CHECK_MS = 5000;
 export const WATCH_POLL_MS = 100;
 /** Tunnel changes come in bursts; traffic control is applied once per burst, 100 ms after it. */
 export const TRAFFIC_DEBOUNCE_MS = 100;
+/** The kernel's guard learns newly proven neighbors at most this often (an nft run each time). */
+export const GUARD_DEBOUNCE_MS = 1000;
 /** A traffic apply the kernel refused is tried again after a second (it may be a passing state). */
 export const TRAFFIC_RETRY_MS = 1000;
 /**

@@ -19,6 +19,12 @@ export type ApplyOutcome =
 
 export interface WireGuardBackend {
   readonly kind: BackendKind;
+  /**
+   * Making an interface takes long (a wireguard-go process start: tens of ms, seconds on a
+   * busy machine), so new ones are made in the background (prepare) and configured once they
+   * exist, never holding up the tunnels that are ready. A kernel interface is made at once.
+   */
+  readonly slowToCreate: boolean;
   /** Scrooge tunnel interfaces present in this network namespace. */
   listTunnels(): Promise<string[]>;
   /**
@@ -34,6 +40,8 @@ export interface WireGuardBackend {
   prepare(ifname: string): Promise<void>;
   remove(ifnames: readonly string[]): Promise<void>;
   read(ifnames: readonly string[]): Promise<Map<string, LiveTunnel>>;
+  /** True if nothing holds UDP `port` (a tunnel's listen port). */
+  portFree(port: number): Promise<boolean>;
 }
 
 /** What both backends ask of the system. */
@@ -50,11 +58,16 @@ const CONFIGURE_PARALLEL = 8;
 
 export abstract class BaseBackend implements WireGuardBackend {
   abstract readonly kind: BackendKind;
+  abstract readonly slowToCreate: boolean;
 
   constructor(protected readonly host: WireGuardHost, protected readonly log: Logger | undefined) {}
 
   async listTunnels(): Promise<string[]> {
     return (await this.host.links()).filter(isTunnelInterfaceName);
+  }
+
+  portFree(port: number): Promise<boolean> {
+    return this.host.portFree(port);
   }
 
   /** Creates the interfaces in `missing`; returns an error per interface that failed. */

@@ -40,6 +40,7 @@ export function kernelHost(run: Runner, secretDir: string): KernelHost {
 
 export class KernelBackend extends BaseBackend {
   readonly kind = 'kernel' as const;
+  readonly slowToCreate = false;
 
   constructor(protected override readonly host: KernelHost, log: Logger | undefined) {
     super(host, log);

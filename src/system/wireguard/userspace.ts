@@ -35,6 +35,7 @@ export interface UserspaceHost extends WireGuardHost {
 
 export class UserspaceBackend extends BaseBackend {
   readonly kind = 'userspace' as const;
+  readonly slowToCreate = true;
   /** Daemons being started, so prepare() and create() never start two for one interface. */
   private readonly starting = new Map<string, Promise<void>>();
 
