@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
+import { mergeJson } from '../../src/sim/agents.js';
 import { type UpResult, downRun, listNamespaces, upRun } from '../../src/sim/build.js';
 import { type SimRun, loadRun, logsDir } from '../../src/sim/run.js';
 import { createRunner } from '../../src/system/runner.js';
@@ -35,6 +36,23 @@ if (ownBaseDir) {
   process.env['SCROOGE_SIM_DIR'] = ownBaseDir;
   // Also when a test file never calls cleanupAll (its runs are down by then; the folder is ours).
   process.once('exit', () => rmSync(ownBaseDir, { recursive: true, force: true }));
+}
+
+/**
+ * The WireGuard backend every test agent is told to use: SCROOGE_TEST_BACKEND=kernel|userspace
+ * (test/vm sets kernel, to run these tests where the module exists); unset, the agents pick
+ * (`auto`). Forced, an agent that cannot have it fails to start instead of taking the other.
+ */
+export const TEST_BACKEND = ((b) => {
+  if (b === undefined || b === '') return undefined;
+  if (b !== 'kernel' && b !== 'userspace') throw new Error(`SCROOGE_TEST_BACKEND must be kernel or userspace, not ${JSON.stringify(b)}`);
+  return b;
+})(process.env['SCROOGE_TEST_BACKEND']);
+
+/** A test's config overlay with TEST_BACKEND merged in (the test's own tunnels settings kept). */
+export function testOverlay(overlay: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!TEST_BACKEND) return overlay;
+  return mergeJson({ tunnels: { backend: TEST_BACKEND } }, overlay ?? {});
 }
 
 /** `t` + 8 hex digits: unique per call, a valid run id (<= 10 chars, no dash). */
@@ -66,7 +84,7 @@ export async function up(scenario: string, id = newRunId()): Promise<UpResult> {
 export async function upWithAgents(scenario: string, overlay: Record<string, unknown> | null = null, id = newRunId()): Promise<UpResult> {
   started.add(id);
   step(id, `sim up ${scenario} with agents${overlay ? ` (overlay ${JSON.stringify(overlay)})` : ''}`);
-  const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: true, configOverlay: overlay });
+  const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: true, configOverlay: testOverlay(overlay) });
   step(id, `built ${result.run.namespaces.length} namespaces in ${result.ms} ms; agents answer ${Date.now() - result.run.agents.startedAtMs!} ms after their start`);
   return result;
 }
@@ -370,6 +388,14 @@ export function agentLog(id: string, node: string): LogLine[] {
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** The WireGuard backend NODE's agent runs (its 'running' log line), e.g. to count daemons. */
+export function agentBackend(id: string, node: string): 'kernel' | 'userspace' {
+  const line = agentLog(id, node).findLast((l) => l.msg === 'running');
+  const backend = line?.['backend'];
+  if (backend !== 'kernel' && backend !== 'userspace') throw new Error(`${node}'s agent has logged no WireGuard backend`);
+  return backend;
 }
 
 /** Events named `msg` in NODE's log, optionally about one neighbor, at or after `since` (unix ms). */

@@ -10,7 +10,7 @@ import { agentTunnelStatus } from '../../src/sim/agents.js';
 import { downRun, upRun } from '../../src/sim/build.js';
 import { controlSocketPath, loadRun, type SimRun } from '../../src/sim/run.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
-import { background, inNs, newRunId, SCENARIOS, step, until } from './lib.js';
+import { background, inNs, newRunId, SCENARIOS, step, testOverlay, until } from './lib.js';
 
 const CAPACITY = 20e6;
 const U = '10.0.1.3';
@@ -21,7 +21,7 @@ interface IperfResult { bps: number; intervals: IperfInterval[] }
 async function startRun(overlay: Record<string, unknown>): Promise<SimRun> {
   const id = newRunId();
   step(id, 'sim up uplink.xml with agents');
-  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: overlay });
+  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: testOverlay(overlay) });
   const run = await loadRun(id);
   const waited = await waitForTunnels(run, 30_000, { status: agentTunnelStatus });
   if (!waited.ok) throw new Error(`tunnels not up: ${JSON.stringify(waited.pairs.filter((p) => !p.ok))}`);
