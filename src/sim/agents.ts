@@ -120,7 +120,9 @@ async function answersAs(socket: string, pid: number): Promise<boolean> {
 
 /** Ready when every agent answers as itself; an agent that dies first is reported with its log. */
 async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pid: number }>): Promise<void> {
-  const deadline = Date.now() + 20_000;
+  // 20 s; more where the machine is slow (an emulated VM): SCROOGE_SIM_READY_TIMEOUT_MS.
+  const timeoutMs = Number(process.env['SCROOGE_SIM_READY_TIMEOUT_MS']) || 20_000;
+  const deadline = Date.now() + timeoutMs;
   const pending = new Set(nodes);
   while (pending.size) {
     for (const name of [...pending]) if (await answersAs(controlSocketPath(run.id, name), pids[name]!.pid)) pending.delete(name);
@@ -128,7 +130,7 @@ async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pi
     for (const name of pending) {
       if (!isAlive(pids[name]!.pid)) throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);
     }
-    if (Date.now() > deadline) throw new ScroogeError('EAGENT', `agents did not answer within 20 s: ${[...pending].join(', ')}`, `see the logs in ${logsDir(run.id)}`);
+    if (Date.now() > deadline) throw new ScroogeError('EAGENT', `agents did not answer within ${timeoutMs / 1000} s: ${[...pending].join(', ')}`, `see the logs in ${logsDir(run.id)}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
