@@ -55,6 +55,24 @@ export function testOverlay(overlay: Record<string, unknown> | null): Record<str
   return mergeJson({ tunnels: { backend: TEST_BACKEND } }, overlay ?? {});
 }
 
+/**
+ * How much slower than a plain machine these tests may run: SCROOGE_TEST_SLOWDOWN (default 1).
+ * Under emulation (test/vm: qemu without KVM runs node ~30x slower) every time budget here
+ * (polls, waits, command timeouts, agents' start) is multiplied by it; what the tests measure
+ * and assert stays the same.
+ */
+export const SLOWDOWN = ((s) => {
+  const n = Number(s ?? 1);
+  if (!(n >= 1)) throw new Error(`SCROOGE_TEST_SLOWDOWN must be a number >= 1, not ${JSON.stringify(s)}`);
+  return n;
+})(process.env['SCROOGE_TEST_SLOWDOWN'] || undefined);
+if (SLOWDOWN > 1) process.env['SCROOGE_SIM_READY_TIMEOUT_MS'] ??= String(20_000 * SLOWDOWN);
+
+/** A time budget of `ms` on a plain machine, scaled by SLOWDOWN. */
+export function slow(ms: number): number {
+  return ms * SLOWDOWN;
+}
+
 /** `t` + 8 hex digits: unique per call, a valid run id (<= 10 chars, no dash). */
 export function newRunId(): string {
   return 't' + randomBytes(4).toString('hex');
@@ -123,21 +141,23 @@ export async function withSim<T>(scenario: string, fn: (sim: UpResult) => Promis
   }
 }
 
-/** Polls `check` every 50 ms until it returns a value other than undefined/false. */
+/** Polls `check` every 50 ms (x SLOWDOWN) until it returns a value other than undefined/false. */
 export async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5000): Promise<T> {
+  timeoutMs = slow(timeoutMs);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined && value !== false) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    // Polled less often when slow: under emulation a poll costs the CPU the agents need.
+    await new Promise((r) => setTimeout(r, slow(50)));
   }
 }
 
 /** Runs a command in a namespace through the project's runner; returns stdout. */
 export async function inNs(ns: string, argv: string[], timeoutMs = 10_000): Promise<string> {
   step(ns, argv.map((a) => (a.length > 40 ? '<script>' : a)).join(' '));
-  return (await runner(argv, { netns: ns, timeoutMs })).stdout;
+  return (await runner(argv, { netns: ns, timeoutMs: slow(timeoutMs) })).stdout;
 }
 
 /** The link-local address of `dev` in `ns`, from the kernel (polled: it appears on link up). */
@@ -309,7 +329,7 @@ export interface WaitJson {
 
 /** `scrooge sim wait ID --timeout S --json`; throws (naming what is missing) unless ok. */
 export async function simWait(id: string, timeoutSeconds = 20): Promise<WaitJson> {
-  const r = await scrooge('sim', 'wait', id, '--timeout', String(timeoutSeconds), '--json');
+  const r = await scrooge('sim', 'wait', id, '--timeout', String(slow(timeoutSeconds)), '--json');
   const w = JSON.parse(r.out) as WaitJson;
   if (!w.ok) throw new Error(`sim wait ${id}: ${w.pairs.filter((p) => !p.ok).map((p) => `${p.a}-${p.b}: ${p.missing}`).join('; ')}`);
   step(id, `sim wait: every pair handshaken after ${w.seconds} s (${w.sinceAgentsStarted} s since the agents started)`);
