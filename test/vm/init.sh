@@ -61,8 +61,9 @@ for share in $(arg scrooge.shares | tr ',' ' '); do
 done
 
 say "running /io/cmd (uptime $(cut -d' ' -f1 /proc/uptime) s)"
-sh /io/cmd
-rc=$?
+# Through a pipe, not the console itself: tools that see a terminal redraw progress lines.
+{ sh /io/cmd; echo $? > /tmp/rc; } 2>&1 | cat
+rc=$(cat /tmp/rc)
 echo "$rc" > /io/rc
 say "exit code $rc (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 off
