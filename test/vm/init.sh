@@ -62,8 +62,17 @@ done
 
 say "running /io/cmd (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 # Through a pipe, not the console itself: tools that see a terminal redraw progress lines.
-{ sh /io/cmd; echo $? > /tmp/rc; } 2>&1 | cat
-rc=$(cat /tmp/rc)
+mkfifo /tmp/output
+cat /tmp/output &
+reader=$!
+sh /io/cmd > /tmp/output 2>&1 < /dev/null
+rc=$?
+# Whatever the command left running (a daemon still holding the pipe) ends with it; kernel
+# threads ignore the signal.
+for pid in $(ls /proc | grep '^[0-9][0-9]*$'); do
+  [ "$pid" = 1 ] || [ "$pid" = "$reader" ] || kill -9 "$pid" 2>/dev/null
+done
+wait "$reader"
 echo "$rc" > /io/rc
 say "exit code $rc (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 off

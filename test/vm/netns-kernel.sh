@@ -9,11 +9,11 @@
 #   node test/vm/run.mjs -- sh test/vm/netns-kernel.sh [VITEST ARGS...]
 #
 # Time budgets are scaled by SCROOGE_TEST_SLOWDOWN (test/netns/lib.ts): qemu without KVM runs
-# node ~30x slower than the host. TESTS (a vitest -t pattern) picks other tests.
+# node ~30x slower than the host. SCROOGE_VM_TESTS (a vitest -t pattern) picks other tests.
 set -eu
 export SCROOGE_TEST_BACKEND=kernel
 export SCROOGE_TEST_SLOWDOWN="${SCROOGE_TEST_SLOWDOWN:-10}"
-TESTS=${TESTS:-'two-nodes|lan-5|kill -9|forwards only tunneled'}
+TESTS=${SCROOGE_VM_TESTS:-'two-nodes|lan-5|kill -9|forwards only tunneled'}
 exec node node_modules/vitest/vitest.mjs run --project netns --reporter=verbose \
   --testTimeout=$((180000 * SCROOGE_TEST_SLOWDOWN)) --hookTimeout=$((120000 * SCROOGE_TEST_SLOWDOWN)) \
   test/netns/tunnels.test.ts test/netns/traffic.test.ts -t "$TESTS" "$@"

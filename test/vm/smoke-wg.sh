@@ -15,7 +15,8 @@ A=wgsa$$
 B=wgsb$$
 DIR=$(mktemp -d)
 cleanup() {
-  ip netns pids "$B" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  # iperf3 and the wireguard-go daemons; their links go with the namespaces.
+  for ns in "$A" "$B"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
   rm -rf "$DIR"
