@@ -128,7 +128,8 @@ export function readyTimeoutMs(agents: number): number {
 
 /** Ready when every agent answers as itself; an agent that dies first is reported with its log. */
 async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pid: number }>): Promise<void> {
-  const timeoutMs = readyTimeoutMs(nodes.length);
+  // More where the machine is slow (an emulated VM): SCROOGE_SIM_READY_TIMEOUT_MS.
+  const timeoutMs = Number(process.env['SCROOGE_SIM_READY_TIMEOUT_MS']) || readyTimeoutMs(nodes.length);
   const deadline = Date.now() + timeoutMs;
   const pending = new Set(nodes);
   while (pending.size) {

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
+import { mergeJson } from '../../src/sim/agents.js';
 import { type UpResult, downRun, listNamespaces, upRun } from '../../src/sim/build.js';
 import { type SimRun, loadRun, logsDir } from '../../src/sim/run.js';
 import { createRunner } from '../../src/system/runner.js';
@@ -35,6 +36,41 @@ if (ownBaseDir) {
   process.env['SCROOGE_SIM_DIR'] = ownBaseDir;
   // Also when a test file never calls cleanupAll (its runs are down by then; the folder is ours).
   process.once('exit', () => rmSync(ownBaseDir, { recursive: true, force: true }));
+}
+
+/**
+ * The WireGuard backend every test agent is told to use: SCROOGE_TEST_BACKEND=kernel|userspace
+ * (test/vm sets kernel, to run these tests where the module exists); unset, the agents pick
+ * (`auto`). Forced, an agent that cannot have it fails to start instead of taking the other.
+ */
+export const TEST_BACKEND = ((b) => {
+  if (b === undefined || b === '') return undefined;
+  if (b !== 'kernel' && b !== 'userspace') throw new Error(`SCROOGE_TEST_BACKEND must be kernel or userspace, not ${JSON.stringify(b)}`);
+  return b;
+})(process.env['SCROOGE_TEST_BACKEND']);
+
+/** A test's config overlay with TEST_BACKEND merged in (the test's own tunnels settings kept). */
+export function testOverlay(overlay: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!TEST_BACKEND) return overlay;
+  return mergeJson({ tunnels: { backend: TEST_BACKEND } }, overlay ?? {});
+}
+
+/**
+ * How much slower than a plain machine these tests may run: SCROOGE_TEST_SLOWDOWN (default 1).
+ * Under emulation (test/vm: qemu without KVM runs node ~30x slower) every time budget here
+ * (polls, waits, command timeouts, agents' start) is multiplied by it; what the tests measure
+ * and assert stays the same.
+ */
+export const SLOWDOWN = ((s) => {
+  const n = Number(s ?? 1);
+  if (!(n >= 1)) throw new Error(`SCROOGE_TEST_SLOWDOWN must be a number >= 1, not ${JSON.stringify(s)}`);
+  return n;
+})(process.env['SCROOGE_TEST_SLOWDOWN'] || undefined);
+if (SLOWDOWN > 1) process.env['SCROOGE_SIM_READY_TIMEOUT_MS'] ??= String(20_000 * SLOWDOWN);
+
+/** A time budget of `ms` on a plain machine, scaled by SLOWDOWN. */
+export function slow(ms: number): number {
+  return ms * SLOWDOWN;
 }
 
 /** `t` + 8 hex digits: unique per call, a valid run id (<= 10 chars, no dash). */
@@ -66,7 +102,7 @@ export async function up(scenario: string, id = newRunId()): Promise<UpResult> {
 export async function upWithAgents(scenario: string, overlay: Record<string, unknown> | null = null, id = newRunId()): Promise<UpResult> {
   started.add(id);
   step(id, `sim up ${scenario} with agents${overlay ? ` (overlay ${JSON.stringify(overlay)})` : ''}`);
-  const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: true, configOverlay: overlay });
+  const result = await upRun({ scenarioPath: join(SCENARIOS, scenario), id, agents: true, configOverlay: testOverlay(overlay) });
   step(id, `built ${result.run.namespaces.length} namespaces in ${result.ms} ms; agents answer ${Date.now() - result.run.agents.startedAtMs!} ms after their start`);
   return result;
 }
@@ -105,21 +141,23 @@ export async function withSim<T>(scenario: string, fn: (sim: UpResult) => Promis
   }
 }
 
-/** Polls `check` every 50 ms until it returns a value other than undefined/false. */
+/** Polls `check` every 50 ms (x SLOWDOWN) until it returns a value other than undefined/false. */
 export async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5000): Promise<T> {
+  timeoutMs = slow(timeoutMs);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined && value !== false) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    // Polled less often when slow: under emulation a poll costs the CPU the agents need.
+    await new Promise((r) => setTimeout(r, slow(50)));
   }
 }
 
 /** Runs a command in a namespace through the project's runner; returns stdout. */
 export async function inNs(ns: string, argv: string[], timeoutMs = 10_000): Promise<string> {
   step(ns, argv.map((a) => (a.length > 40 ? '<script>' : a)).join(' '));
-  return (await runner(argv, { netns: ns, timeoutMs })).stdout;
+  return (await runner(argv, { netns: ns, timeoutMs: slow(timeoutMs) })).stdout;
 }
 
 /** The link-local address of `dev` in `ns`, from the kernel (polled: it appears on link up). */
@@ -291,7 +329,7 @@ export interface WaitJson {
 
 /** `scrooge sim wait ID --timeout S --json`; throws (naming what is missing) unless ok. */
 export async function simWait(id: string, timeoutSeconds = 20): Promise<WaitJson> {
-  const r = await scrooge('sim', 'wait', id, '--timeout', String(timeoutSeconds), '--json');
+  const r = await scrooge('sim', 'wait', id, '--timeout', String(slow(timeoutSeconds)), '--json');
   const w = JSON.parse(r.out) as WaitJson;
   if (!w.ok) throw new Error(`sim wait ${id}: ${w.pairs.filter((p) => !p.ok).map((p) => `${p.a}-${p.b}: ${p.missing}`).join('; ')}`);
   step(id, `sim wait: every pair handshaken after ${w.seconds} s (${w.sinceAgentsStarted} s since the agents started)`);
@@ -370,6 +408,14 @@ export function agentLog(id: string, node: string): LogLine[] {
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** The WireGuard backend NODE's agent runs (its 'running' log line), e.g. to count daemons. */
+export function agentBackend(id: string, node: string): 'kernel' | 'userspace' {
+  const line = agentLog(id, node).findLast((l) => l.msg === 'running');
+  const backend = line?.['backend'];
+  if (backend !== 'kernel' && backend !== 'userspace') throw new Error(`${node}'s agent has logged no WireGuard backend`);
+  return backend;
 }
 
 /** Events named `msg` in NODE's log, optionally about one neighbor, at or after `since` (unix ms). */

@@ -10,7 +10,7 @@ import { agentTunnelStatus } from '../../src/sim/agents.js';
 import { downRun, upRun } from '../../src/sim/build.js';
 import { controlSocketPath, loadRun, type SimRun } from '../../src/sim/run.js';
 import { waitForTunnels } from '../../src/sim/wait.js';
-import { background, inNs, isRoot, newRunId, SCENARIOS, step, until } from './lib.js';
+import { background, inNs, isRoot, newRunId, SCENARIOS, slow, step, testOverlay, until } from './lib.js';
 
 const CAPACITY = 20e6;
 const U = '10.0.1.3';
@@ -21,15 +21,15 @@ interface IperfResult { bps: number; intervals: IperfInterval[] }
 async function startRun(overlay: Record<string, unknown>): Promise<SimRun> {
   const id = newRunId();
   step(id, 'sim up uplink.xml with agents');
-  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: overlay });
+  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: testOverlay(overlay) });
   const run = await loadRun(id);
-  const waited = await waitForTunnels(run, 30_000, { status: agentTunnelStatus });
+  const waited = await waitForTunnels(run, slow(30_000), { status: agentTunnelStatus });
   if (!waited.ok) throw new Error(`tunnels not up: ${JSON.stringify(waited.pairs.filter((p) => !p.ok))}`);
   return run;
 }
 
 function ctl(run: SimRun, node: string, cmd: string, args: Record<string, unknown> = {}) {
-  return controlRequest(controlSocketPath(run.id, node), cmd, args, 10_000);
+  return controlRequest(controlSocketPath(run.id, node), cmd, args, slow(10_000));
 }
 
 /** `from`'s tunnel interface towards `to`. */
@@ -102,7 +102,7 @@ describe.skipIf(!isRoot)('traffic control (nftables)', () => {
     await until('iperf3 servers listening', async () => (await inNs(ns(run, 'U'), ['ss', '-ltn'])).includes(':5203'));
     await ctl(run, 'R', 'set', { neighbor: run.agents.keys!['A'], alias: 'alice' });
     await ctl(run, 'R', 'set', { neighbor: run.agents.keys!['B'], alias: 'bob' });
-  }, 120_000);
+  }, slow(120_000));
 
   afterAll(async () => {
     for (const s of servers) s.stop();
@@ -142,7 +142,7 @@ describe.skipIf(!isRoot)('traffic control (nftables)', () => {
     expect(r.bps).toBeGreaterThanOrEqual(0.5 * CAPACITY * 0.8);
     expect(sold + r.bps).toBeLessThanOrEqual(CAPACITY * 1.1);
     await ctl(run, 'R', 'set', { share: 1 });
-  }, 60_000);
+  }, slow(60_000));
 
   it('priority 3:1 splits 3:1; a change to 1:1 at run time shifts it within 2 s without interrupting either flow', async () => {
     await ctl(run, 'R', 'set', { neighbor: 'alice', priority: 3 });
@@ -166,7 +166,7 @@ describe.skipIf(!isRoot)('traffic control (nftables)', () => {
       const stalled = f.intervals.filter((i) => i.bps <= 0.1e6).map((i) => `${i.start.toFixed(1)}-${i.end.toFixed(1)} s: ${Math.round(i.bps)} bit/s`);
       expect(stalled, `${name}'s flow stalled`).toEqual([]);
     }
-  }, 60_000);
+  }, slow(60_000));
 
   it('cap B = 2 Mbit/s holds in both directions while A is unaffected', async () => {
     await ctl(run, 'R', 'set', { neighbor: 'bob', cap: '2mbit' });
@@ -179,7 +179,7 @@ describe.skipIf(!isRoot)('traffic control (nftables)', () => {
     expect(aUp.bps).toBeGreaterThanOrEqual((CAPACITY - 2.2e6) * 0.8);
     expect(aDown.bps).toBeGreaterThan(5 * bDown.bps);
     await ctl(run, 'R', 'set', { neighbor: 'bob', cap: null });
-  }, 60_000);
+  }, slow(60_000));
 });
 
 describe.skipIf(!isRoot)('traffic control (iptables backend)', () => {
@@ -204,5 +204,5 @@ describe.skipIf(!isRoot)('traffic control (iptables backend)', () => {
     } finally {
       await downRun(run.id);
     }
-  }, 90_000);
+  }, slow(90_000));
 });

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Convergence of a mesh with the kernel backend beside wireguard-go, in the same VM (issue 14):
+# for each backend, `sim up SCENARIO` with tunnels.backend forced, `sim wait`, the seconds from
+# the agents' start to every pair handshaken, the tunnels per node, the agents' CPU, then
+# `sim down`. Agent logs and the kernel's messages are kept in $SCROOGE_VM_OUT/NAME-BACKEND/.
+#
+#   node test/vm/run.mjs --out DIR -- sh test/vm/converge.sh lan-5 kernel userspace
+set -eu
+SCENARIO=$1
+shift
+OUT=${SCROOGE_VM_OUT:-/tmp}
+export SCROOGE_SIM_READY_TIMEOUT_MS=${SCROOGE_SIM_READY_TIMEOUT_MS:-600000}
+scrooge() { node dist/scrooge.js "$@"; }
+ID=cv$$
+OVERLAY=$(mktemp)
+trap 'scrooge sim down "$ID" >/dev/null 2>&1 || true; rm -f "$OVERLAY"' EXIT
+agents_cpu() { # seconds of CPU used by all agents so far
+  for p in $(pgrep -f 'scrooge.js run'); do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{ t += $1 + $2 } END { printf "%.1f", t / 100 }'
+}
+
+for backend in "$@"; do
+  echo "{\"tunnels\": {\"backend\": \"$backend\"}}" > "$OVERLAY"
+  dmesg -c >/dev/null
+  scrooge sim up "core-scenarios/$SCENARIO.xml" --id "$ID" --config-overlay "$OVERLAY" | tail -1
+  waited=$(scrooge sim wait "$ID" --timeout 900 --json | tr -d '\n ' | sed -n 's/.*"sinceAgentsStarted":\([0-9.]*\).*/\1/p')
+  cpu=$(agents_cpu)
+  counts=""
+  for n in $(ls "/run/scrooge/sim/$ID/nodes"); do
+    c=$(scrooge sim ctl "$ID" "$n" -- tunnels --json | grep -c '"ifname"' || true)
+    counts="$counts $n:$c"
+  done
+  dir="$OUT/$SCENARIO-$backend"
+  mkdir -p "$dir"
+  cp -r "/run/scrooge/sim/$ID/logs/." "$dir/"
+  dmesg > "$dir/dmesg.txt"
+  echo "RESULT $SCENARIO $backend: every pair handshaken ${waited:-never} s after the agents started; agents' CPU ${cpu} s; tunnels per node:$counts"
+  scrooge sim down "$ID" | tail -1
+done
