@@ -141,6 +141,10 @@ export function babeldConfig(input: BabeldConfigInput): string {
     // A restarted babeld is a new router to its neighbours: its routes are feasible at once,
     // with no wait on a sequence number a killed babeld could not save.
     'random-id true',
+    // Route selection on the raw metric, no smoothing (default half-life 4 s): a tunnel's cost is
+    // fixed (type tunnel, no RTT penalty), so there is nothing to damp, and with smoothing a
+    // shorter path that appears after a longer one (at start, when a node returns) waited ~30 s.
+    'smoothing-half-life 0',
     `interface ${PLACEHOLDER_INTERFACE}`,
     '',
     '# Accept host routes inside the mesh prefixes and default routes; nothing else.',

@@ -20,13 +20,14 @@ export interface TrafficTopology {
   relay: boolean;
   /** A gateway that masquerades what the mesh sends out of its uplinks. */
   masquerade: boolean;
+  tunnelMtu: number;
 }
 
 /** What of the config shapes the traffic plan. */
-export function trafficTopology(c: Pick<Config, 'interfaces' | 'uplinks' | 'traffic' | 'routing'>): TrafficTopology {
+export function trafficTopology(c: Pick<Config, 'interfaces' | 'uplinks' | 'traffic' | 'routing' | 'tunnels'>): TrafficTopology {
   const routing = c.routing.mode === 'babeld';
   const gateway = routing && (c.routing.gateway.ipv4 || c.routing.gateway.ipv6);
-  return { interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate, relay: routing, masquerade: gateway && c.routing.masquerade };
+  return { interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate, relay: routing, masquerade: gateway && c.routing.masquerade, tunnelMtu: c.tunnels.mtu };
 }
 
 export interface TunnelOnLink {
@@ -41,6 +42,7 @@ export function trafficInput(topology: TrafficTopology, settings: TrafficSetting
     share: settings.share,
     relay: topology.relay,
     masquerade: topology.masquerade,
+    tunnelMtu: topology.tunnelMtu,
     meshInterfaces: topology.interfaces.map((i) => ({ name: i.name, rate: i.rate ?? topology.defaultRate })),
     uplinks: topology.uplinks.map((u) => ({ name: u.interface, rate: u.rate })),
     tunnels: tunnels.map((t) => {

@@ -15,7 +15,8 @@
  * there too for what A sends on through N. So two far neighbors whose flows meet at a relay
  * share its next tunnel by their priorities, hop after hop.
  *
- *   egress interface (capacity C, share s; uplink or tunnel to N):
+ *   egress interface (capacity C, share s; uplink or tunnel to N; a tunnel's C is the payload
+ *   part of its link's rate, see tunnelMtu):
  *   5c:  htb default 10
  *   5c:1  rate C
  *    |- 5c:10 own traffic  rate C-sC ceil C
@@ -39,6 +40,8 @@ const SLOT_COUNT = 0xfffe - SLOT_BASE + 1;
 /** HTB wants rate >= 1; a class that must exist but should get (almost) nothing gets this. */
 export const MIN_RATE = 8_000;
 export const NFT_TABLE = 'scrooge';
+/** What WireGuard adds to each packet over IPv6: IPv6 40 + UDP 8 + WireGuard header 16 + tag 16. */
+export const WIREGUARD_OVERHEAD = 80;
 
 export interface TunnelInput {
   ifname: string;
@@ -77,6 +80,12 @@ export interface TrafficInput {
    */
   relay?: boolean | undefined;
   meshInterfaces: { name: string; rate: number }[];
+  /**
+   * The tunnels' MTU: a tunnel's tree shapes what goes in, and each full packet leaves the mesh
+   * interface WIREGUARD_OVERHEAD bytes longer, so a tunnel is given the share of its link's rate
+   * that is payload (else the queue forms in the link, outside the neighbors' classes).
+   */
+  tunnelMtu?: number | undefined;
   uplinks: { name: string; rate: number }[];
   tunnels: TunnelInput[];
   /** Leaf queue discipline; 'none' leaves HTB's default (pfifo). */
@@ -196,8 +205,10 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
     trees.push({ dev: up.name, kind: 'uplink', classes: tree(up.rate, tunnels), leaf: input.leaf });
   }
   for (const t of tunnels) {
-    const C = meshRate.get(t.meshIface);
-    if (C === undefined) continue; // its mesh interface is gone: the tunnel goes too
+    const link = meshRate.get(t.meshIface);
+    if (link === undefined) continue; // its mesh interface is gone: the tunnel goes too
+    const mtu = input.tunnelMtu ?? 1420;
+    const C = (link * mtu) / (mtu + WIREGUARD_OVERHEAD);
     const members = input.relay ? tunnels : [t];
     trees.push({ dev: t.ifname, kind: 'tunnel', neighbor: t.neighbor, classes: tree(C, members), leaf: input.leaf });
   }
