@@ -20,6 +20,16 @@ export default defineConfig({
           hookTimeout: 120_000,
         },
       },
+      {
+        // The kernel WireGuard backend: natively where the kernel has the module, else in a VM
+        // (test/vm/README.md). One VM at a time: it wants both cores.
+        test: {
+          name: 'vm',
+          include: ['test/vm/**/*.test.ts'],
+          fileParallelism: false,
+          testTimeout: 900_000,
+        },
+      },
     ],
   },
 });

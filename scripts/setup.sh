@@ -24,6 +24,11 @@ need iperf3 iperf3
 need ping iputils-ping
 need traceroute traceroute
 need dot graphviz
+# The kernel WireGuard backend's tests boot a VM where this kernel has no wireguard module.
+if [ ! -d /sys/module/wireguard ] && ! modinfo wireguard >/dev/null 2>&1; then
+  need qemu-system-x86_64 qemu-system-x86
+  need xz xz-utils
+fi
 
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then

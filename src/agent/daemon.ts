@@ -26,7 +26,7 @@ import type { Runner } from '../system/runner.js';
 import { TrafficControl } from '../system/traffic.js';
 import { UdpTransport, type Transport, type TransportOptions } from '../system/transport.js';
 import { detectBackend, type WireGuardBackend } from '../system/wireguard/index.js';
-import { trafficInput } from '../traffic/input.js';
+import { trafficInput, trafficTopology } from '../traffic/input.js';
 import { coalescing, every, systemClock, type Clock } from '../system/clock.js';
 import { AgentCommands } from './commands.js';
 import { ControlServer } from './control.js';
@@ -412,12 +412,7 @@ export class Agent {
     const c = this.config;
     const tunnels = this.core.neighborList().flatMap((n) =>
       n.tunnel?.configured ? [{ ifname: n.tunnel.ifname, neighbor: n.key, meshIface: n.tunnel.peerEndpoint?.zone ?? n.iface ?? '' }] : []);
-    const gateway = c.routing.mode === 'babeld' && (c.routing.gateway.ipv4 || c.routing.gateway.ipv6);
-    return {
-      ...trafficInput({ interfaces: c.interfaces, uplinks: c.uplinks, defaultRate: c.traffic.defaultRate }, settings, tunnels),
-      discovery: { port: c.discovery.port, known: this.core.provenSources() },
-      masquerade: gateway && c.routing.masquerade,
-    };
+    return { ...trafficInput(trafficTopology(c), settings, tunnels), discovery: { port: c.discovery.port, known: this.core.provenSources() } };
   }
 
   /** An operator's change: the kernel first (refused: nothing changes), then settings.json. */

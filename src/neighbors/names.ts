@@ -7,7 +7,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { formatIPv6Groups } from '../protocol/address.js';
 import { abytes, concatBytes, toHex } from '../protocol/bytes.js';
 
-const TUNNEL_PREFIX = 'sc';
+export const TUNNEL_PREFIX = 'sc';
 const TUNNEL_NAME = /^sc[0-9a-f]{13}$/;
 
 /**

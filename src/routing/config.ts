@@ -1,6 +1,6 @@
 /**
  * babeld's configuration and control lines (pure). Facts about babeld 1.12.1 behind each choice
- * are in notes/babeld.md; the short why is next to each line.
+ * are in src/routing/BABELD.md; the short why is next to each line.
  *
  * What a node announces is fixed when babeld starts (filters cannot change at run time):
  *   - its mesh addresses, which live on `lo` (`redistribute local` matches addresses);
@@ -52,7 +52,7 @@ export interface TunnelTimers {
   /**
    * Hello interval. A neighbour is usable once 2 of its last 3 hellos arrived (type tunnel, no
    * link quality) and dead once 2 are missed: 500 ms gives a new tunnel a route in ~1-1.5 s and
-   * withdraws a dead one in ~1.3 s (figures in notes/babeld.md).
+   * withdraws a dead one in ~1.3 s (figures in src/routing/BABELD.md).
    */
   helloIntervalMs: number;
   /**
@@ -135,12 +135,16 @@ export function babeldConfig(input: BabeldConfigInput): string {
     `local-path-readwrite ${p.socket}`,
     `pid-file ${p.pid}`,
     `state-file ${p.state}`,
-    // The agent owns forwarding and rp_filter (notes/babeld.md): babeld's own setup is undone
+    // The agent owns forwarding and rp_filter (src/routing/BABELD.md): babeld's own setup is undone
     // only on a clean exit, and a restarted babeld would take its own changes for the originals.
     'skip-kernel-setup true',
     // A restarted babeld is a new router to its neighbours: its routes are feasible at once,
     // with no wait on a sequence number a killed babeld could not save.
     'random-id true',
+    // Route selection on the raw metric, no smoothing (default half-life 4 s): a tunnel's cost is
+    // fixed (type tunnel, no RTT penalty), so there is nothing to damp, and with smoothing a
+    // shorter path that appears after a longer one (at start, when a node returns) waited ~30 s.
+    'smoothing-half-life 0',
     `interface ${PLACEHOLDER_INTERFACE}`,
     '',
     '# Accept host routes inside the mesh prefixes and default routes; nothing else.',

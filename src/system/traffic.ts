@@ -280,7 +280,7 @@ export class TrafficControl {
       // This iproute2 prints htb classes as text even with -j: parse the text.
       const { stdout } = await this.deps.run(['tc', '-s', 'class', 'show', 'dev', t.dev], { okExitCodes: [0, 1] });
       const classes = parseTcClasses(stdout).filter((c) => c.classid.startsWith(`${HANDLE}:`));
-      out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: classes.map((c) => ({ ...c, neighbor: neighborOfClass(t, c.classid, this.classOf) ?? null })) });
+      out.push({ dev: t.dev, kind: t.kind, neighbor: t.neighbor, classes: classes.map((c) => ({ ...c, neighbor: neighborOfClass(c.classid, this.classOf) ?? null })) });
     }
     return out;
   }

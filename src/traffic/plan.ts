@@ -7,13 +7,23 @@
  * Classification needs no tc filter: the filter sets the packet's priority (skb->priority) to
  * a class id, and HTB puts a packet whose priority names one of its own classes in that class.
  *
- *   uplink (capacity C, share s):              tunnel to neighbor N (capacity C of its link):
- *   5c:  htb default 10                        5c:  htb default 10
- *   5c:1  rate C                               5c:1  rate C
- *    |- 5c:10 own traffic  rate C-sC ceil C     |- 5c:10 own traffic  rate C-S ceil C
- *    '- 5c:20 sold         rate sC  ceil sC     '- 5c:20 sold to N    rate S   ceil S,
- *        |- 5c:21 spare (empty)                                          S = min(sC, cap N)
+ * The same tree on every egress interface: each neighbor a class under the sold class, with a
+ * guaranteed rate in proportion to its priority and a ceiling at its cap. On an uplink a
+ * neighbor's class holds what it sends out through this router; on the tunnel to neighbor N,
+ * N's class holds what this router sends N from elsewhere (its uplinks, its LAN), and, where
+ * the router relays for the mesh (`relay`: routing is on), every other neighbor A has a class
+ * there too for what A sends on through N. So two far neighbors whose flows meet at a relay
+ * share its next tunnel by their priorities, hop after hop.
+ *
+ *   egress interface (capacity C, share s; uplink or tunnel to N; a tunnel's C is the payload
+ *   part of its link's rate, see tunnelMtu):
+ *   5c:  htb default 10
+ *   5c:1  rate C
+ *    |- 5c:10 own traffic  rate C-sC ceil C
+ *    '- 5c:20 sold         rate sC  ceil sC
+ *        |- 5c:21 spare (empty)
  *        '- 5c:1xx one per neighbor: rate ∝ priority, ceil min(cap, sC)
+ *           (on a tunnel to N: N's class, plus the other neighbors' when relaying)
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 
@@ -30,6 +40,8 @@ const SLOT_COUNT = 0xfffe - SLOT_BASE + 1;
 /** HTB wants rate >= 1; a class that must exist but should get (almost) nothing gets this. */
 export const MIN_RATE = 8_000;
 export const NFT_TABLE = 'scrooge';
+/** What WireGuard adds to each packet over IPv6: IPv6 40 + UDP 8 + WireGuard header 16 + tag 16. */
+export const WIREGUARD_OVERHEAD = 80;
 
 export interface TunnelInput {
   ifname: string;
@@ -62,7 +74,18 @@ export interface TrafficInput {
    * hosts behind it need no route back to the mesh.
    */
   masquerade?: boolean | undefined;
+  /**
+   * The router forwards between tunnels (routing is on): the tunnel to N gets a class for every
+   * other neighbor too, for what they send on through N. Off, only N's own class is there.
+   */
+  relay?: boolean | undefined;
   meshInterfaces: { name: string; rate: number }[];
+  /**
+   * The tunnels' MTU: a tunnel's tree shapes what goes in, and each full packet leaves the mesh
+   * interface WIREGUARD_OVERHEAD bytes longer, so a tunnel is given the share of its link's rate
+   * that is payload (else the queue forms in the link, outside the neighbors' classes).
+   */
+  tunnelMtu?: number | undefined;
   uplinks: { name: string; rate: number }[];
   tunnels: TunnelInput[];
   /** Leaf queue discipline; 'none' leaves HTB's default (pfifo). */
@@ -88,7 +111,7 @@ export interface TcClass {
 export interface TcTree {
   dev: string;
   kind: 'uplink' | 'tunnel';
-  /** Neighbor key for a tunnel's tree. */
+  /** Neighbor key for a tunnel's tree: the neighbor at its other end. */
   neighbor?: string;
   classes: TcClass[];
   leaf: 'fq_codel' | 'none';
@@ -108,12 +131,8 @@ export const CLASS_LABELS: Readonly<Record<string, string>> = {
   [CLASS_SPARE]: 'sold: spare (empty)',
 };
 
-/**
- * The neighbor a class is sold to, if any: on an uplink, its own class (`classOf`); on the
- * tunnel to a neighbor, the sold class.
- */
-export function neighborOfClass(tree: { kind: 'uplink' | 'tunnel'; neighbor?: string | undefined }, classid: string, classOf: ReadonlyMap<string, string>): string | undefined {
-  if (tree.kind === 'tunnel') return classid === CLASS_SOLD ? tree.neighbor : undefined;
+/** The neighbor a class is sold to, if any: the same class id on every tree (`classOf`). */
+export function neighborOfClass(classid: string, classOf: ReadonlyMap<string, string>): string | undefined {
   for (const [key, c] of classOf) if (c === classid) return key;
   return undefined;
 }
@@ -164,11 +183,10 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
   const meshRate = new Map(input.meshInterfaces.map((m) => [m.name, m.rate]));
   const trees: TcTree[] = [];
 
-  const totalWeight = tunnels.reduce((sum, t) => sum + t.priority, 0);
-  for (const up of [...input.uplinks].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const C = up.rate;
+  const tree = (C: number, members: readonly TunnelInput[]): TcClass[] => {
     const sold = input.share * C;
     const forNeighbors = Math.max(MIN_RATE, sold - MIN_RATE);
+    const totalWeight = members.reduce((sum, t) => sum + t.priority, 0);
     // 5c:21 always exists, so 5c:20 is always an inner class (no leaf <-> inner flips).
     const classes: TcClass[] = [
       cls(CLASS_ROOT, `${HANDLE}:`, C, C, 0, false),
@@ -176,28 +194,23 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
       cls(CLASS_SOLD, CLASS_ROOT, sold, sold, 1, false),
       cls(CLASS_SPARE, CLASS_SOLD, MIN_RATE, MIN_RATE, 1, true),
     ];
-    for (const t of tunnels) {
+    for (const t of members) {
       const ceil = t.cap === undefined ? sold : Math.min(t.cap, sold);
       classes.push(cls(classOf.get(t.neighbor)!, CLASS_SOLD, Math.min(ceil, (forNeighbors * t.priority) / totalWeight), ceil, 1, true));
     }
-    trees.push({ dev: up.name, kind: 'uplink', classes, leaf: input.leaf });
-  }
+    return classes;
+  };
 
+  for (const up of [...input.uplinks].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    trees.push({ dev: up.name, kind: 'uplink', classes: tree(up.rate, tunnels), leaf: input.leaf });
+  }
   for (const t of tunnels) {
-    const C = meshRate.get(t.meshIface);
-    if (C === undefined) continue; // its mesh interface is gone: the tunnel goes too
-    const sold = Math.min(input.share * C, t.cap ?? Infinity);
-    trees.push({
-      dev: t.ifname,
-      kind: 'tunnel',
-      neighbor: t.neighbor,
-      classes: [
-        cls(CLASS_ROOT, `${HANDLE}:`, C, C, 0, false),
-        cls(CLASS_OWN, CLASS_ROOT, C - sold, C, 0, true),
-        cls(CLASS_SOLD, CLASS_ROOT, sold, sold, 1, true),
-      ],
-      leaf: input.leaf,
-    });
+    const link = meshRate.get(t.meshIface);
+    if (link === undefined) continue; // its mesh interface is gone: the tunnel goes too
+    const mtu = input.tunnelMtu ?? 1420;
+    const C = (link * mtu) / (mtu + WIREGUARD_OVERHEAD);
+    const members = input.relay ? tunnels : [t];
+    trees.push({ dev: t.ifname, kind: 'tunnel', neighbor: t.neighbor, classes: tree(C, members), leaf: input.leaf });
   }
   return { classOf, trees };
 }

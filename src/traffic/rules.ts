@@ -6,14 +6,15 @@
  * - iptables/ip6tables: own chains, loaded with `iptables-restore --noflush` (which flushes only
  *   the chains it declares), plus one jump each from FORWARD that the applier adds once.
  * Either way: a packet that arrives on a mesh interface (not through a tunnel) and would be
- * forwarded is counted and dropped; a packet forwarded into a tunnel is sold to that neighbor
- * (5c:20 on the tunnel); one forwarded from a tunnel to an uplink is that neighbor's. Anything
- * else forwarded to an uplink (from the owner's own LAN, say) is the owner's: HTB's default
- * class. Local output is not touched; of the input, only the discovery port is (the guard:
+ * forwarded is counted and dropped; a packet forwarded from a tunnel (to an uplink, or relayed
+ * into another tunnel) is that neighbor's, in its class; one forwarded into the tunnel to N from
+ * anywhere else is N's. Anything else forwarded to an uplink (from the owner's own LAN, say) is
+ * the owner's: HTB's default class. Local output is not touched; of the input, only the discovery port is (the guard:
  * proven neighbors pass, strangers get small budgets, PROTOCOL.md §7 "Before the agent").
  */
 import { GUARD_PER_SOURCE, GUARD_STRANGERS } from '../config/tunables.js';
-import { CLASS_SOLD, NFT_TABLE, type TrafficInput, type TrafficPlan } from './plan.js';
+import { TUNNEL_PREFIX } from '../neighbors/names.js';
+import { NFT_TABLE, type TrafficInput, type TrafficPlan } from './plan.js';
 
 const q = (s: string) => JSON.stringify(s);
 
@@ -51,9 +52,11 @@ export function nftRuleset(input: TrafficInput, plan: TrafficPlan, fresh = true)
   add('neighbor_class', tunnels.map((x) => `${q(x.ifname)} : ${plan.classOf.get(x.neighbor)}`));
   lines.push(
     `add rule ${t} forward iifname @mesh counter name "untunneled" drop`,
-    `add rule ${t} forward oifname @tunnels meta priority set ${CLASS_SOLD}`,
+    `add rule ${t} forward oifname @tunnels meta priority set oifname map @neighbor_class`,
     `add rule ${t} forward oifname @uplinks iifname @tunnels meta priority set iifname map @neighbor_class`,
   );
+  // A relay: what a neighbor sends on through another tunnel is that neighbor's (a later rule wins).
+  if (input.relay) lines.push(`add rule ${t} forward oifname @tunnels iifname @tunnels meta priority set iifname map @neighbor_class`);
   // A gateway: the mesh's traffic leaves its uplinks with the uplink's own address.
   if (input.masquerade) lines.push(`add rule ${t} postrouting iifname @tunnels oifname @uplinks masquerade`);
   const g = input.discovery;
@@ -103,10 +106,13 @@ export function iptablesRestore(input: TrafficInput, plan: TrafficPlan, family: 
   }
   lines.push('COMMIT', '*mangle', `:${IPT_MANGLE_CHAIN} - [0:0]`);
   const tunnels = [...input.tunnels].sort((a, b) => (a.ifname < b.ifname ? -1 : 1));
-  for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -o ${t.ifname} -j CLASSIFY --set-class ${CLASS_SOLD}`);
+  for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -o ${t.ifname} -j CLASSIFY --set-class ${plan.classOf.get(t.neighbor)}`);
+  // A relay: what a neighbor sends on through another tunnel is that neighbor's (CLASSIFY does
+  // not stop the chain: the last match wins).
+  if (input.relay) for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -i ${t.ifname} -o ${TUNNEL_PREFIX}+ -j CLASSIFY --set-class ${plan.classOf.get(t.neighbor)}`);
   for (const u of input.uplinks.map((x) => x.name).sort()) {
     for (const t of tunnels) lines.push(`-A ${IPT_MANGLE_CHAIN} -i ${t.ifname} -o ${u} -j CLASSIFY --set-class ${plan.classOf.get(t.neighbor)}`);
-    if (input.masquerade) lines.push(`-A ${IPT_MANGLE_CHAIN} -i sc+ -o ${u} -j MARK --set-xmark ${IPT_MESH_MARK}`);
+    if (input.masquerade) lines.push(`-A ${IPT_MANGLE_CHAIN} -i ${TUNNEL_PREFIX}+ -o ${u} -j MARK --set-xmark ${IPT_MESH_MARK}`);
   }
   lines.push('COMMIT');
   if (input.masquerade) {

@@ -89,6 +89,7 @@ pid-file /var/lib/scrooge/babeld.pid
 state-file /var/lib/scrooge/babeld.state
 skip-kernel-setup true
 random-id true
+smoothing-half-life 0
 interface ${PLACEHOLDER_INTERFACE}
 
 # Accept host routes inside the mesh prefixes and default routes; nothing else.

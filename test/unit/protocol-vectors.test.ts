@@ -1,5 +1,6 @@
 // The golden vectors in PROTOCOL.md §8 are the contract with other implementations: this test
 // reads them from the document itself, so the document and the code cannot drift apart.
+import { meshAddress6 } from '../../src/routing/address.js';
 import { readFileSync } from 'node:fs';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
 import { describe, expect, it } from 'vitest';
@@ -84,5 +85,7 @@ describe('PROTOCOL.md test vectors', () => {
     expect(tunnelInterfaceName(B.publicKey, A.publicKey)).toBe(keyLine('B ifname for A'));
     expect(`${tunnelLinkLocal(A.publicKey)}/64`).toBe(keyLine('A tunnel address'));
     expect(`${tunnelLinkLocal(B.publicKey)}/64`).toBe(keyLine('B tunnel address'));
+    expect(`${meshAddress6(A.publicKey)}/128`).toBe(keyLine('A mesh address'));
+    expect(`${meshAddress6(B.publicKey)}/128`).toBe(keyLine('B mesh address'));
   });
 });

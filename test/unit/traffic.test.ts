@@ -6,6 +6,8 @@ import { iptablesRestore, nftRuleset } from '../../src/traffic/rules.js';
 import { FakeKernel, kernelRunner } from './fakekernel.js';
 
 const KEYS = ['AAAA', 'BBBB', 'CCCC', 'DDDD', 'EEEE', 'FFFF'].map((k) => `${k}${'x'.repeat(39)}=`);
+/** A tunnel over eth0 (100 Mbit/s) carries its payload part: 1420 of every 1500 bytes. */
+const TUNNEL_RATE = (100e6 * 1420) / 1500;
 const IF = (i: number) => `sc${'0123456789abc'.slice(0, 12)}${i}`;
 
 function tunnel(i: number, priority = 1, cap?: number): TunnelInput {
@@ -50,10 +52,42 @@ describe('traffic planner', () => {
     expect(children.reduce((s, c) => s + c.rate, 0)).toBeLessThanOrEqual(sold.rate + MIN_RATE);
     // Own traffic may use the whole uplink.
     expect(up.classes.find((c) => c.classid === '5c:10')!.ceil).toBe(20e6);
-    // Traffic sold to a capped neighbor over its tunnel is capped too.
+    // Traffic sold to a capped neighbor over its tunnel is capped too: its class there.
     const t2 = plan.trees.find((t) => t.dev === IF(2))!;
-    expect(t2.classes.find((c) => c.classid === CLASS_SOLD)).toMatchObject({ rate: 2e6, ceil: 2e6 });
-    expect(plan.trees.find((t) => t.dev === IF(0))!.classes.find((c) => c.classid === CLASS_SOLD)).toMatchObject({ ceil: 50e6 });
+    expect(t2.classes.find((c) => c.classid === plan.classOf.get(KEYS[2]!))).toMatchObject({ ceil: 2e6 });
+    expect(t2.classes.find((c) => c.classid === CLASS_SOLD)).toMatchObject({ rate: Math.round(TUNNEL_RATE / 2), ceil: Math.round(TUNNEL_RATE / 2) });
+    expect(t2.classes.find((c) => c.classid === '5c:1')).toMatchObject({ rate: Math.round(TUNNEL_RATE) });
+    // Routing off: a tunnel's tree holds only its own neighbor's class (nothing is relayed).
+    for (const i of [0, 1, 2]) {
+      const sold = plan.trees.find((t) => t.dev === IF(i))!.classes.filter((c) => c.parent === CLASS_SOLD && c.classid !== '5c:21');
+      expect(sold.map((c) => c.classid)).toEqual([plan.classOf.get(KEYS[i]!)]);
+    }
+  });
+
+  it('a relay: the tunnel to N shares its sold class among all neighbors by priority, caps hold there too', () => {
+    const input = { ...base([tunnel(0, 3), tunnel(1, 1), tunnel(2, 1, 2e6)]), relay: true, leaf: 'none' as const };
+    const plan = planTraffic(input);
+    const t2 = plan.trees.find((t) => t.dev === IF(2))!;
+    const cls = (i: number) => t2.classes.find((c) => c.classid === plan.classOf.get(KEYS[i]!))!;
+    // What 0 and 1 send on through 2 splits 3:1 when both are busy; 2's own is capped.
+    expect(cls(0).rate / cls(1).rate).toBeCloseTo(3, 5);
+    expect(cls(0).ceil).toBe(Math.round(TUNNEL_RATE / 2));
+    expect(cls(2).ceil).toBe(2e6);
+    const children = t2.classes.filter((c) => c.parent === CLASS_SOLD);
+    expect(children.reduce((s, c) => s + c.rate, 0)).toBeLessThanOrEqual(TUNNEL_RATE / 2 + MIN_RATE);
+    // Classified by the tunnel a packet came in on (a later rule wins), in both backends.
+    const nft = nftRuleset(input, plan);
+    const sendTo = nft.indexOf('forward oifname @tunnels meta priority set oifname map @neighbor_class');
+    const relayed = nft.indexOf('forward oifname @tunnels iifname @tunnels meta priority set iifname map @neighbor_class');
+    expect(sendTo).toBeGreaterThan(0);
+    expect(relayed).toBeGreaterThan(sendTo);
+    expect(nftRuleset({ ...input, relay: false }, plan)).not.toContain('oifname @tunnels iifname @tunnels');
+    const ipt = iptablesRestore(input, plan);
+    const to2 = ipt.indexOf(`-A SCROOGE-CLASS -o ${IF(2)} -j CLASSIFY --set-class ${plan.classOf.get(KEYS[2]!)}`);
+    const from0 = ipt.indexOf(`-A SCROOGE-CLASS -i ${IF(0)} -o sc+ -j CLASSIFY --set-class ${plan.classOf.get(KEYS[0]!)}`);
+    expect(to2).toBeGreaterThan(0);
+    expect(from0).toBeGreaterThan(to2);
+    expect(iptablesRestore({ ...input, relay: false }, plan)).not.toContain('-o sc+');
   });
 
   it('the filter drops untunneled forwarding and classifies by input tunnel (nft and iptables)', () => {

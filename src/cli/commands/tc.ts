@@ -12,7 +12,7 @@ import { tunnelInterfaceName } from '../../neighbors/names.js';
 import { fromBase64Strict } from '../../protocol/bytes.js';
 import { loadConfig } from '../../system/config-file.js';
 import { readPublicKey } from '../../system/keystore.js';
-import { trafficInput } from '../../traffic/input.js';
+import { trafficInput, trafficTopology } from '../../traffic/input.js';
 import { CLASS_LABELS, planTraffic } from '../../traffic/plan.js';
 import { iptablesRestore, nftRuleset } from '../../traffic/rules.js';
 import { tcCommands } from '../../traffic/tc.js';
@@ -66,7 +66,7 @@ async function plan(args: string[], io: CliIO): Promise<number> {
     return { ifname: tunnelInterfaceName(own, key), neighbor: n.key as string, meshIface };
   });
   const settings = new Settings({ share: config.share, neighbors: config.neighbors }, { neighbors: overrides });
-  const input = { ...trafficInput({ interfaces: config.interfaces, uplinks: config.uplinks, defaultRate: config.traffic.defaultRate }, settings, tunnels), leaf: 'fq_codel' as const };
+  const input = { ...trafficInput(trafficTopology(config), settings, tunnels), leaf: 'fq_codel' as const };
   const p = planTraffic(input);
   const backend = values.backend ?? 'nft';
   const filter = backend === 'nft' ? nftRuleset(input, p) : iptablesRestore(input, p);
