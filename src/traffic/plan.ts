@@ -40,8 +40,18 @@ const SLOT_COUNT = 0xfffe - SLOT_BASE + 1;
 /** HTB wants rate >= 1; a class that must exist but should get (almost) nothing gets this. */
 export const MIN_RATE = 8_000;
 export const NFT_TABLE = 'scrooge';
-/** What WireGuard adds to each packet over IPv6: IPv6 40 + UDP 8 + WireGuard header 16 + tag 16. */
-export const WIREGUARD_OVERHEAD = 80;
+/**
+ * What a tunneled packet gains on the mesh interface, as tc counts it there: Ethernet header 14
+ * + IPv6 40 + UDP 8 + WireGuard header 16 + tag 16 (the tunnel's own tree counts the bare inner
+ * packet).
+ */
+export const WIREGUARD_OVERHEAD = 94;
+/**
+ * A tunnel is shaped a little below its link's rate: two shapers at the same rate in a row
+ * (ours on the tunnel, the link's own) leave the queue, and so the choice of who goes first, in
+ * the link's; just below, it forms in the neighbors' classes (SQM's usual 5-10 % headroom).
+ */
+export const TUNNEL_HEADROOM = 0.95;
 
 export interface TunnelInput {
   ifname: string;
@@ -82,7 +92,7 @@ export interface TrafficInput {
   meshInterfaces: { name: string; rate: number }[];
   /**
    * The tunnels' MTU: a tunnel's tree shapes what goes in, and each full packet leaves the mesh
-   * interface WIREGUARD_OVERHEAD bytes longer, so a tunnel is given the share of its link's rate
+   * interface WIREGUARD_OVERHEAD bytes longer (1420 -> 1514), so a tunnel is given the share of its link's rate
    * that is payload (else the queue forms in the link, outside the neighbors' classes).
    */
   tunnelMtu?: number | undefined;
@@ -208,7 +218,7 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
     const link = meshRate.get(t.meshIface);
     if (link === undefined) continue; // its mesh interface is gone: the tunnel goes too
     const mtu = input.tunnelMtu ?? 1420;
-    const C = (link * mtu) / (mtu + WIREGUARD_OVERHEAD);
+    const C = (TUNNEL_HEADROOM * link * mtu) / (mtu + WIREGUARD_OVERHEAD);
     const members = input.relay ? tunnels : [t];
     trees.push({ dev: t.ifname, kind: 'tunnel', neighbor: t.neighbor, classes: tree(C, members), leaf: input.leaf });
   }

@@ -6,8 +6,8 @@ import { iptablesRestore, nftRuleset } from '../../src/traffic/rules.js';
 import { FakeKernel, kernelRunner } from './fakekernel.js';
 
 const KEYS = ['AAAA', 'BBBB', 'CCCC', 'DDDD', 'EEEE', 'FFFF'].map((k) => `${k}${'x'.repeat(39)}=`);
-/** A tunnel over eth0 (100 Mbit/s) carries its payload part: 1420 of every 1500 bytes. */
-const TUNNEL_RATE = (100e6 * 1420) / 1500;
+/** A tunnel over eth0 (100 Mbit/s) is shaped to 95 % of its payload part: 1420 of every 1514 bytes. */
+const TUNNEL_RATE = (0.95 * 100e6 * 1420) / 1514;
 const IF = (i: number) => `sc${'0123456789abc'.slice(0, 12)}${i}`;
 
 function tunnel(i: number, priority = 1, cap?: number): TunnelInput {
