@@ -5,6 +5,7 @@
 #   lan-5          exactly 4 tunnels each when all agents start at once, the same 4 after 60 s
 #   kill -9        a killed agent's kernel links adopted by the next, no duplicates
 #   forwards only  untunneled forwarding dropped, tunneled traffic through (nftables)
+#   line of five   babeld over kernel tunnels: n1 reaches U and every mesh address, traceroute hop by hop
 #
 #   node test/vm/run.mjs -- sh test/vm/netns-kernel.sh [VITEST ARGS...]
 #
@@ -13,7 +14,7 @@
 set -eu
 export SCROOGE_TEST_BACKEND=kernel
 export SCROOGE_TEST_SLOWDOWN="${SCROOGE_TEST_SLOWDOWN:-10}"
-TESTS=${SCROOGE_VM_TESTS:-'two-nodes|lan-5|kill -9|forwards only tunneled'}
+TESTS=${SCROOGE_VM_TESTS:-'two-nodes|lan-5|kill -9|forwards only tunneled|converges with no mesh route'}
 exec node node_modules/vitest/vitest.mjs run --project netns --reporter=verbose \
   --testTimeout=$((180000 * SCROOGE_TEST_SLOWDOWN)) --hookTimeout=$((120000 * SCROOGE_TEST_SLOWDOWN)) \
-  test/netns/tunnels.test.ts test/netns/traffic.test.ts -t "$TESTS" "$@"
+  test/netns/tunnels.test.ts test/netns/traffic.test.ts test/netns/routing.test.ts -t "$TESTS" "$@"
