@@ -160,7 +160,7 @@ export function floodAddresses(n: number, base = 0xf100): string[] {
 /** Adds (or deletes) link-local addresses on `iface` in `ns`, without duplicate detection (usable at once). */
 export async function setAddresses(ns: string, iface: string, addresses: readonly string[], op: 'add' | 'del'): Promise<void> {
   if (addresses.length === 0) return;
-  const lines = addresses.map((a) => `-6 address ${op} ${a}/64 dev ${iface}${op === 'add' ? ' nodad' : ''}`);
+  const lines = addresses.map((a) => `address ${op} ${a}/64 dev ${iface}${op === 'add' ? ' nodad' : ''}`);
   await createRunner()(['ip', '-batch', '-'], { netns: ns, input: lines.join('\n') + '\n' });
 }
 
