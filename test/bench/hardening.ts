@@ -25,7 +25,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { controlRequest } from '../../src/agent/control.js';
@@ -546,7 +546,9 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// The file's own name too: bundled into another bench (hardening.js imports flood.ts), the
+// module's import.meta.url is that bench's, and this main must not run there.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && /^hardening\.[jt]s$/.test(basename(process.argv[1]))) {
   main().catch((err: unknown) => {
     console.error(`hardening: ${(err as Error).message}`);
     process.exitCode = 1;
