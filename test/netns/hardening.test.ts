@@ -26,7 +26,7 @@ const log = (l: string) => console.log(l);
 
 describe.skipIf(!isRoot)('hardening: reflection, lock-out, floods (netns, root)', () => {
   it("reflection: a fresh key's hello naming another node's, the receiver's own or an off-link address sends nothing there; its real address is answered and can move", async () => {
-    const { run } = await upWithAgents('uplink.xml', HARDENING_OVERLAY);
+    const { run } = await upWithAgents('uplink.xml');
     await simWait(run.id);
     const r = await reflection(await runInfo(run.id), { keys: 2, log, onSpawn });
     step(run.id, `reflection: ${JSON.stringify(r)}`);
@@ -74,7 +74,7 @@ describe.skipIf(!isRoot)('hardening: reflection, lock-out, floods (netns, root)'
   });
 
   it('flood: 20,000 well-formed forged hellos/s from 200 addresses at R for 4 s: A\'s and B\'s hellos processed, no neighbor or tunnel lost, every datagram counted', async () => {
-    const { run } = await upWithAgents('uplink.xml', HARDENING_OVERLAY);
+    const { run } = await upWithAgents('uplink.xml');
     await simWait(run.id);
     const r = await flood(await runInfo(run.id), { seconds: 4, rate: 20_000, sources: 200, mix: 'hellos', log });
     step(run.id, `flood: sent ${r.sent} (${r.sentPerSecond}/s) from ${r.sources} addresses; R's kernel guard dropped ${r.kernel.discoveryDrops}, rcvbuf ${r.kernel.udp6RcvbufErrors}; R's agent dropped ${r.dropsTotal} ${JSON.stringify(r.drops)}; hellos ${r.hellos.processed}/${r.hellos.sent}; R agent CPU ${r.agentCpu.seconds} s (${r.agentCpu.percentOfOneCore} %); tunnels ${JSON.stringify(r.neighbors.tunnelStates)}`);
