@@ -68,9 +68,11 @@ describe.skipIf(!isRoot)('hardening: reflection, lock-out, floods (netns, root)'
     expect(r.newcomer.tunnelAfterMs!).toBeLessThanOrEqual(5000);
     expect(r.newcomer.keptItsPlace).toBe(true);
     expect(r.othersStayed).toBe(true);
-    // 500 hellos/s from 100 sources is within the kernel's budgets for strangers (20/s each,
-    // GUARD_STRANGERS = 1000/s in all): all of it reached the agent, which made room.
-    expect(r.kernelDrops).toBe(0);
+    // 500 hellos/s from 100 sources: 5/s each, within the kernel's per-source budget; above
+    // its budget for all strangers (GUARD_STRANGERS), so the kernel dropped some (at random,
+    // as the agent's own budget does), and counted them.
+    expect(r.kernelDrops).not.toBeNull();
+    expect(r.kernelDrops!).toBeLessThan(r.strangers.sent);
   });
 
   it('flood: 20,000 well-formed forged hellos/s from 200 addresses at R for 4 s: A\'s and B\'s hellos processed, no neighbor or tunnel lost, every datagram counted', async () => {
