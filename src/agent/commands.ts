@@ -133,7 +133,7 @@ export class AgentCommands {
       neighbors: core.neighborList().length,
       tunnels: core.neighborList().filter((n) => n.tunnel?.configured).length,
       share: this.v.settings().share,
-      counters: { sent: c.sent, received: c.received, dropped: c.dropped, sendErrors: this.v.transport()?.sendErrors ?? 0 },
+      counters: { sent: c.sent, received: c.received, dropped: c.dropped, evicted: c.evicted, sendErrors: this.v.transport()?.sendErrors ?? 0 },
     };
   }
 

@@ -15,13 +15,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 
 const STATION_JS = `
-const [iface, group, port] = process.argv.slice(1);
+const [iface, group, port, bindAddress] = process.argv.slice(1);
 const s = require('node:dgram').createSocket({ type: 'udp6', ipv6Only: true });
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 s.on('message', (m, r) => out({ op: 'rx', from: r.address, b64: m.toString('base64'), at: Date.now() }));
 s.on('error', (e) => { console.error(String(e)); process.exit(1); });
-s.bind(Number(port), '::', () => {
-  s.addMembership(group, '::%' + iface);
+s.bind(Number(port), bindAddress || '::', () => {
+  // A station bound to one address takes unicast to it only: no group to join.
+  if (!bindAddress) s.addMembership(group, '::%' + iface);
   // Our own sends to the group must not come back as captures.
   s.setMulticastLoopback(false);
   out({ op: 'ready' });
@@ -59,6 +60,11 @@ export interface StationOptions {
   iface?: string;
   group?: string;
   port?: number;
+  /**
+   * Bind to this one address (`fe80::5eed%eth0`) instead of all: the station then sends from it
+   * and captures only unicast to it (no group joined). Default: all addresses, group joined.
+   */
+  bindAddress?: string;
   /** Called with the child process (so a test harness can kill it on failure). */
   onSpawn?: (child: ChildProcess) => void;
   log?: (line: string) => void;
@@ -87,12 +93,12 @@ export class Station {
     });
   }
 
-  /** Starts a station in `ns` on `iface`, bound to the discovery port and joined to the group. */
+  /** Starts a station in `ns` on `iface`, bound to the discovery port (or `port`) and joined to the group. */
   static async start(ns: string, opts: StationOptions = {}): Promise<Station> {
     const iface = opts.iface ?? 'eth0';
     const group = opts.group ?? 'ff02::114';
     const port = opts.port ?? 51819;
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', STATION_JS, iface, group, String(port)], {
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', STATION_JS, iface, group, String(port), opts.bindAddress ?? ''], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     opts.onSpawn?.(child);
