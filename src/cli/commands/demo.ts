@@ -250,7 +250,7 @@ async function showRoutes(run: SimRun, io: CliIO): Promise<Map<string, RouteRow[
   const t0 = performance.now();
   let routes = await routesOf(run);
   while (!complete(routes)) {
-    if (performance.now() - t0 > 30_000) throw new ScroogeError('EDEMO', 'babeld did not give every node its routes (and a default route towards R) within 30 s', `see ${run.id}'s agent logs (scrooge sim ctl ${run.id} NODE -- routes)`);
+    if (performance.now() - t0 > 45_000) throw new ScroogeError('EDEMO', 'babeld did not give every node its routes (and a default route towards R) within 45 s', `see ${run.id}'s agent logs (scrooge sim ctl ${run.id} NODE -- routes)`);
     await new Promise((r) => setTimeout(r, 200));
     routes = await routesOf(run);
   }
