@@ -193,11 +193,13 @@ describe('our scenarios', () => {
       ['B', 'R'],
     ]);
   });
-  it('demo: R has an uplink, M and U run no agent', () => {
+  it('demo: R has an uplink, M and U run no agent, n2 hears only n3 (two tunnels from R), R sells it all', () => {
     const t = scenario('demo.xml');
     expect(interfaceRole(t, 'R', 'eth1')).toBe('uplink');
+    expect(interfaceRole(t, 'n3', 'eth1')).toBe('mesh');
     expect(t.devices.filter((d) => !runsAgent(d)).map((d) => d.name)).toEqual(['M', 'U']);
-    expect(agentPairs(t)).toHaveLength(6);
+    expect(agentPairs(t)).toEqual([['R', 'n1'], ['R', 'n3'], ['n1', 'n3'], ['n2', 'n3']]);
+    expect(t.overlay).toEqual({ nodes: { R: { share: 1 } } });
   });
 });
 
