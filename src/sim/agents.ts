@@ -4,10 +4,8 @@
  * logging to logs/<node>.log; `agentTunnelStatus` asks one agent, over its control socket, which
  * nodes it has a handshaken tunnel with (for `sim wait`).
  *
- * The generated config: mesh interfaces are the device's interfaces whose segment has another
- * agent (`interfaceRole` 'mesh'), uplinks the others, with the link's bandwidth as capacity when
- * the scenario sets one. `--config-overlay` is merged on top: its top-level keys apply to every
- * node, and `"nodes": {"R": {...}}` to one node only.
+ * The config comes from nodeconfig.ts (the same generator the CORE hooks use): routing with
+ * babeld on, the node's mesh IPv4 address, the scenario's and `--config-overlay`'s settings.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
@@ -19,7 +17,10 @@ import { ScroogeError } from '../errors.js';
 import { toBase64 } from '../protocol/bytes.js';
 import { createKeyFile } from '../system/keystore.js';
 import { type AgentTunnelStatus, type SimRun, controlSocketPath, isAlive, logsDir, nodeDir, requireNode, updateRun } from './run.js';
-import { deviceInterfaces, interfaceRole, runsAgent, type Device, type Topology } from './scenario.js';
+import { type Json, mergeJson, nodeConfig } from './nodeconfig.js';
+import { runsAgent, type Device, type Topology } from './scenario.js';
+
+export { mergeJson };
 
 /** The bundled CLI, wherever this module runs from (the bundle itself, or the TS sources in tests). */
 export function scroogeEntry(): string {
@@ -30,43 +31,12 @@ export function scroogeEntry(): string {
   return found;
 }
 
-type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** Deep merge of plain objects; arrays and values in `over` replace. */
-export function mergeJson(base: Json, over: Json): Json {
-  const out: Json = { ...base };
-  for (const [k, v] of Object.entries(over)) out[k] = isObject(v) && isObject(out[k]) ? mergeJson(out[k] as Json, v) : v;
-  return out;
-}
-
-/** The agent config for one device (pure). */
+/**
+ * The agent config for one device (nodeconfig.ts `nodeConfig`, with the control socket at
+ * `socket`): kept for callers that start an agent themselves (test/bench).
+ */
 export function agentConfig(topology: Topology, device: Device, dir: string, socket: string, overlay: Json | null): Json {
-  const mesh: Json[] = [];
-  const uplinks: Json[] = [];
-  for (const { iface, segment } of deviceInterfaces(topology, device)) {
-    const member = segment.members.find((m) => m.device.id === device.id && m.iface.name === iface.name)!;
-    const egress = member.link.node1 === device.id ? member.link.egress.node1 : member.link.egress.node2;
-    const rate = egress.bandwidth > 0 ? egress.bandwidth : undefined;
-    if (interfaceRole(topology, device, iface.name) === 'mesh') mesh.push(rate ? { name: iface.name, rate } : { name: iface.name });
-    else uplinks.push({ interface: iface.name, rate: rate ?? '1gbit' });
-  }
-  let config: Json = {
-    keyFile: join(dir, 'node.key'),
-    stateDir: join(dir, 'state'),
-    controlSocket: socket,
-    interfaces: mesh,
-    uplinks,
-  };
-  if (overlay) {
-    const { nodes, ...all } = overlay;
-    config = mergeJson(config, all);
-    if (isObject(nodes) && isObject(nodes[device.name])) config = mergeJson(config, nodes[device.name] as Json);
-  }
-  return config;
+  return { ...nodeConfig(topology, device, dir, overlay), controlSocket: socket };
 }
 
 export async function startAgents(run: SimRun): Promise<void> {
@@ -77,7 +47,6 @@ export async function startAgents(run: SimRun): Promise<void> {
     const dir = nodeDir(run.id, d.name);
     keys[d.name] = toBase64(await createKeyFile(join(dir, 'node.key'), { force: true }));
     const config = agentConfig(run.topology, d, dir, controlSocketPath(run.id, d.name), run.agents.configOverlay);
-    if (!(config['interfaces'] as unknown[]).length) config['interfaces'] = ['lo']; // a lone node: nothing to mesh with
     await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   }));
 

@@ -85,6 +85,13 @@ export async function applyPlan(plan: SimPlan, deps: { runner: Runner; logger?: 
   });
 }
 
+/** The nodes' set-up routes (plan.routeBatches): after waitOperational, so every nexthop is up. */
+export async function applyRoutes(plan: SimPlan, runner: Runner): Promise<void> {
+  await mapLimited(plan.routeBatches, PARALLEL, async ({ namespace, lines }) => {
+    await runner(['ip', '-n', namespace, '-batch', '-'], { input: lines.join('\n') + '\n', timeoutMs: BATCH_TIMEOUT_MS });
+  });
+}
+
 interface LinkJson {
   ifname: string;
   operstate?: string;
@@ -167,7 +174,7 @@ export async function upRun(opts: UpOptions, deps: SimDeps = {}): Promise<UpResu
   const runner = deps.runner ?? createRunner(deps.logger ? { logger: deps.logger } : {});
   const scenarioPath = path.resolve(opts.scenarioPath);
   const topology = parseScenario(await readScenario(scenarioPath));
-  const plan = planRun(topology, opts.id);
+  const plan = planRun(topology, opts.id, opts.configOverlay ?? null);
 
   const longest = topology.devices.reduce((a, d) => (d.name.length > a.length ? d.name : a), '');
   if (longest && controlSocketPath(opts.id, longest, env).length > UNIX_PATH_MAX) {
@@ -203,6 +210,7 @@ export async function upRun(opts: UpOptions, deps: SimDeps = {}): Promise<UpResu
     await saveRun(run, env);
     await applyPlan(plan, { runner, ...(deps.logger ? { logger: deps.logger } : {}) });
     await waitOperational(plan, runner);
+    await applyRoutes(plan, runner);
     run.state = 'up';
     await saveRun(run, env);
   } catch (err) {

@@ -14,7 +14,7 @@
  * an explicit ifindex (see VETH_INDEX_BASE). Then one `ip -n NS -batch` per namespace (MACs,
  * addresses with `nodad`, bridge, links up), one `tc -n NS -batch` where there is shaping, one
  * `nft -f` where there is loss or WLAN filtering. build.ts then polls until every interface is
- * operationally up.
+ * operationally up, and adds the routes of the nodes' set-up (nodeconfig.ts `nodeSetup`).
  *
  * Link options. CORE applies link options with netem on the egress of both ends (see
  * scenario.ts). This kernel has no netem, so:
@@ -32,6 +32,7 @@
  */
 import { ScroogeError } from '../errors.js';
 import { htbQuantum } from '../traffic/plan.js';
+import { nodeConfig, nodeSetup } from './nodeconfig.js';
 import {
   type Device,
   type Iface,
@@ -129,6 +130,12 @@ export interface SimPlan {
   tcBatches: NamespaceBatch[];
   /** `nft -f -` inside each namespace that drops something (loss, WLAN range). */
   nftRulesets: NamespaceRuleset[];
+  /**
+   * `ip -n NS -batch -` per device with a set-up (nodeconfig.ts `nodeSetup`: a gateway's
+   * default route out of its uplink, a host's default route to its router), applied once every
+   * interface is up.
+   */
+  routeBatches: NamespaceBatch[];
   unapplied: Unapplied[];
   /** Things worth telling the operator that are not errors. */
   notes: string[];
@@ -267,8 +274,11 @@ function wlanRuleset(allowed: Array<[string, string]>): string {
 
 const fmt = (n: number) => String(Math.round(n * 10000) / 10000);
 
-/** Builds the plan; throws ScroogeError for a bad run id or names that do not fit the kernel. */
-export function planRun(topology: Topology, runId: string): SimPlan {
+/**
+ * Builds the plan; throws ScroogeError for a bad run id or names that do not fit the kernel.
+ * `overlay` (the run's --config-overlay) decides, with the scenario, which nodes are gateways.
+ */
+export function planRun(topology: Topology, runId: string, overlay: Record<string, unknown> | null = null): SimPlan {
   validateRunId(runId);
   const namespaces: NamespacePlan[] = [];
   for (const d of topology.devices) {
@@ -388,6 +398,11 @@ export function planRun(topology: Topology, runId: string): SimPlan {
         `type veth peer name ${v.b.ifname} index ${VETH_INDEX_BASE + 2 * k + 1} netns ${v.b.namespace}`,
     ),
   ];
+  const routeBatches: NamespaceBatch[] = [];
+  for (const d of topology.devices) {
+    const lines = nodeSetup(topology, d, runsAgent(d) ? nodeConfig(topology, d, '', overlay) : null);
+    if (lines.length) routeBatches.push({ namespace: namespaceName(runId, d.name), lines });
+  }
   const ordered = <T>(m: Map<string, T>) => namespaces.filter((ns) => m.has(ns.name)).map((ns) => [ns.name, m.get(ns.name)!] as const);
   return {
     runId,
@@ -399,6 +414,7 @@ export function planRun(topology: Topology, runId: string): SimPlan {
       .filter(([, lines]) => lines.length > 0)
       .map(([namespace, lines]) => ({ namespace, lines })),
     nftRulesets: ordered(nft).map(([namespace, ruleset]) => ({ namespace, ruleset })),
+    routeBatches,
     unapplied,
     notes,
   };

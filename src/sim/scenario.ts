@@ -21,6 +21,8 @@
  * - `<mobility_configurations><mobility_configuration node model="basic_range">`: the WLAN's
  *   range (canvas pixels), bandwidth, delay, jitter and error (loss %). Missing values take
  *   `BasicRangeModel`'s defaults (location/mobility.py). Other models (ns2script) are ignored.
+ * - `<session_metadata><configuration name="scrooge.overlay" value="{JSON}">`: agent config the
+ *   scenario asks for (ours, not CORE's; CORE keeps unknown metadata entries).
  * Everything else at the top level (session_options, session_hooks, emane_*, ...) is ignored.
  *
  * Who runs the Scrooge agent is a convention of ours, not CORE's: **a device of type `host` runs
@@ -128,7 +130,16 @@ export interface Topology {
   devices: Device[];
   networks: Network[];
   links: Link[];
+  /**
+   * Agent config the scenario itself asks for (a JSON object in
+   * `<session_metadata><configuration name="scrooge.overlay" value="{...}"/>`), merged like
+   * `--config-overlay`, under it; absent when the scenario has none (see nodeconfig.ts).
+   */
+  overlay?: Record<string, unknown>;
 }
+
+/** The `<session_metadata>` entry that carries a scenario's own agent config overlay. */
+export const OVERLAY_METADATA = 'scrooge.overlay';
 
 export const NO_OPTIONS: Readonly<LinkOptions> = Object.freeze({
   bandwidth: 0,
@@ -382,7 +393,22 @@ export function parseScenario(xml: string): Topology {
   }
 
   const links = readLinks(find(root, 'links'), nodes);
-  return { devices, networks, links };
+  const overlay = readOverlay(root);
+  return overlay ? { devices, networks, links, overlay } : { devices, networks, links };
+}
+
+/** The scenario's own config overlay (OVERLAY_METADATA), if it has one. */
+function readOverlay(root: El): Record<string, unknown> | undefined {
+  const entry = findAll(find(root, 'session_metadata'), 'configuration').find((c) => c.attrs['name']?.trim() === OVERLAY_METADATA);
+  if (!entry) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(entry.attrs['value'] ?? '');
+  } catch (err) {
+    fail(describe(entry), `the value of ${OVERLAY_METADATA} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(describe(entry), `the value of ${OVERLAY_METADATA} must be a JSON object`);
+  return value as Record<string, unknown>;
 }
 
 function readLinks(parent: El | undefined, nodes: Map<number, Node>): Link[] {

@@ -24,14 +24,23 @@ import {
   reach,
   reachUdp,
   runner,
+  simWait,
+  slow,
   startEcho,
+  ctlJson,
   step,
   until,
   up,
+  upWithAgents,
   withSim,
 } from './lib.js';
 
 afterEach(downAll);
+
+/** The routing part of an agent's status (null when routing is off). */
+async function routingOf(id: string, node: string): Promise<{ running: boolean } | null> {
+  return (await ctlJson<{ routing?: { running: boolean } | null }>(id, node, 'status')).routing ?? null;
+}
 
 /** Runs the CLI in-process and captures what it prints. */
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -153,6 +162,13 @@ describe.skipIf(!isRoot)('scrooge sim (netns, root)', () => {
         '10.0.0.2': true,
         '10.0.0.5': true,
       });
+      // The scenario's set-up (nodeconfig.ts): R, the gateway, has default routes out of its
+      // uplink; U (DefaultRoute) has default routes to R; M, on the mesh segment, has none.
+      expect((await inNs(ns('R'), ['ip', 'route', 'show', 'default'])).trim()).toBe('default dev eth1 scope link');
+      expect((await inNs(ns('R'), ['ip', '-6', 'route', 'show', 'default'])).trim()).toMatch(/^default dev eth1 metric \d+ pref medium$/);
+      expect((await inNs(ns('U'), ['ip', 'route', 'show', 'default'])).trim()).toBe('default via 10.0.1.2 dev eth0');
+      expect((await inNs(ns('U'), ['ip', '-6', 'route', 'show', 'default'])).trim()).toMatch(/^default via 2001:db8:1::2 dev eth0 metric \d+ pref medium$/);
+      expect((await inNs(ns('M'), ['ip', 'route', 'show', 'default'])).trim()).toBe('');
       // U is not on the mesh segment; with routes via R (a prouter, so forwarding is on) A
       // reaches it through R's uplink.
       await inNs(ns('A'), ['ip', 'route', 'add', '10.0.1.0/24', 'via', '10.0.0.4']);
@@ -178,6 +194,34 @@ describe.skipIf(!isRoot)('scrooge sim (netns, root)', () => {
       expect(unknown.err).toMatch(/has no node "Z"/);
     });
   });
+
+  it('routing is on by default: on uplink.xml A reaches U through its tunnel to R, with no route set by hand', async () => {
+    const { run } = await upWithAgents('uplink.xml');
+    const ns = (n: string) => run.nodes[n]!;
+    await simWait(run.id);
+    // babeld's default routes from the gateway R, over A's tunnel (proto babel), v4 and v6.
+    const routes = await until('A has babel default routes', async () => {
+      const v4 = (await inNs(ns('A'), ['ip', 'route', 'show', 'default', 'proto', 'babel'])).trim();
+      const v6 = (await inNs(ns('A'), ['ip', '-6', 'route', 'show', 'default', 'proto', 'babel'])).trim();
+      return v4 && v6 ? { v4, v6 } : undefined;
+    }, slow(15_000));
+    step(ns('A'), `default routes: ${routes.v4} | ${routes.v6}`);
+    expect(routes.v4).toMatch(/^default via inet6 fe80::\S+ dev sc[0-9a-f]+ /);
+    expect(routes.v6).toMatch(/^default via fe80::\S+ dev sc[0-9a-f]+ /);
+    // A's mesh address is its source; R masquerades, so U needs no route back.
+    expect(await inNs(ns('A'), ['ip', '-4', 'address', 'show', 'dev', 'lo'])).toContain('inet 10.99.0.1/32');
+    expect(await reach(ns('A'), ['10.0.1.3', '2001:db8:1::3', '10.99.0.3'])).toEqual({ '10.0.1.3': true, '2001:db8:1::3': true, '10.99.0.3': true });
+    expect((await routingOf(run.id, 'A'))).toMatchObject({ running: true });
+    await down(run.id);
+
+    // {"routing": {"mode": "off"}} turns it off: no babeld, no default route.
+    const off = (await upWithAgents('uplink.xml', { routing: { mode: 'off' } })).run;
+    await simWait(off.id);
+    expect(await routingOf(off.id, 'A')).toBeNull();
+    expect((await inNs(off.nodes['A']!, ['ip', 'route', 'show', 'default'])).trim()).toBe('');
+    expect((await inNs(off.nodes['R']!, ['ip', 'route', 'show', 'default'])).trim()).toBe(''); // not a gateway
+    await down(off.id);
+  }, slow(90_000));
 
   it('down leaves nothing behind: namespaces, host links, processes, stale WireGuard sockets, files', async () => {
     const before = await hostState();

@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { withHooks } from '../../src/sim/nodeconfig.js';
 import {
   type Topology,
   agentPairs,
@@ -141,8 +142,10 @@ describe('our scenarios', () => {
     }
     for (const n of t.networks) if (n.type === 'WIRELESS_LAN') expect(n.basicRange).not.toBeNull();
     expect(text).toMatch(/<hook name="scrooge-start\.sh" state="4">/);
-    for (const d of t.devices.filter(runsAgent)) expect(text).toContain(`start_agent ${d.name} `);
-    for (const d of t.devices.filter((x) => !runsAgent(x))) expect(text).not.toContain(`start_agent ${d.name} `);
+    // The hook is exactly what the generator writes (node scripts/core-hooks.mjs rewrites it).
+    expect(withHooks(text, t), `${file}: run \`npm run build && node scripts/core-hooks.mjs\``).toBe(text);
+    for (const d of t.devices.filter(runsAgent)) expect(text).toContain(`start_agent ${d.name}\n`);
+    for (const d of t.devices.filter((x) => !runsAgent(x))) expect(text).not.toContain(`start_agent ${d.name}\n`);
   });
 
   it('lan-N: N agents on one switch, every pair hears each other', () => {
@@ -190,11 +193,13 @@ describe('our scenarios', () => {
       ['B', 'R'],
     ]);
   });
-  it('demo: R has an uplink, M and U run no agent', () => {
+  it('demo: R has an uplink, M and U run no agent, n2 hears only n3 (two tunnels from R), R sells it all', () => {
     const t = scenario('demo.xml');
     expect(interfaceRole(t, 'R', 'eth1')).toBe('uplink');
+    expect(interfaceRole(t, 'n3', 'eth1')).toBe('mesh');
     expect(t.devices.filter((d) => !runsAgent(d)).map((d) => d.name)).toEqual(['M', 'U']);
-    expect(agentPairs(t)).toHaveLength(6);
+    expect(agentPairs(t)).toEqual([['R', 'n1'], ['R', 'n3'], ['n1', 'n3'], ['n2', 'n3']]);
+    expect(t.overlay).toEqual({ nodes: { R: { share: 1 } } });
   });
 });
 

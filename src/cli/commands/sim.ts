@@ -1,12 +1,14 @@
 /** `scrooge sim`: builds CORE scenarios in network namespaces (src/sim/). */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ScroogeError, UsageError } from '../../errors.js';
 import { agentTunnelStatus, startAgent, stopAgent } from '../../sim/agents.js';
 import { downRun, listNamespaces, requireRoot, upRun } from '../../sim/build.js';
 import { execInNode } from '../../sim/exec.js';
+import { nodeConfig, nodeSetup, withHooks } from '../../sim/nodeconfig.js';
 import { describeUnapplied } from '../../sim/plan.js';
 import { controlSocketPath, isAlive, loadRun, requireNode, runIds } from '../../sim/run.js';
+import { deviceByName, parseScenario, runsAgent, type Topology } from '../../sim/scenario.js';
 import { runStatus } from '../../sim/status.js';
 import { waitForTunnels } from '../../sim/wait.js';
 import { createRunner } from '../../system/runner.js';
@@ -32,6 +34,16 @@ Devices of type "host" run no agent; every other device runs \`scrooge run\`.
   sim agent ID NODE start|stop|kill
       start NODE's agent again, stop it cleanly (SIGTERM: its tunnels go), or kill it (SIGKILL:
       a crash; its tunnels stay for the next start to adopt)
+
+What a node gets, without building anything (the CORE hooks call these; no root needed):
+  sim node-config SCENARIO.xml NODE --dir DIR [--overlay FILE]
+      print the agent config \`sim up\` gives NODE (key, state and control socket in DIR):
+      routing with babeld on, mesh IPv4 10.99.<id/256>.<id%256>; FILE as --config-overlay
+  sim node-setup SCENARIO.xml NODE [--overlay FILE]
+      print NODE's set-up as \`ip -batch\` lines (a gateway's or a host's default route)
+  sim hooks [--check] SCENARIO.xml...
+      write each scenario's <session_hooks> from the same generator (scripts/core-hooks.mjs
+      runs it on core-scenarios/); --check changes nothing and exits 1 if one differs
 `;
 
 export const sim: Command = {
@@ -57,6 +69,12 @@ export const sim: Command = {
         return wait(rest, io);
       case 'agent':
         return agent(rest, io);
+      case 'node-config':
+        return nodeConfigCmd(rest, io);
+      case 'node-setup':
+        return nodeSetupCmd(rest, io);
+      case 'hooks':
+        return hooks(rest, io);
       case undefined:
         throw new UsageError('missing subcommand');
       default:
@@ -65,21 +83,70 @@ export const sim: Command = {
   },
 };
 
-async function readOverlay(file: string): Promise<Record<string, unknown>> {
+async function scenarioFile(file: string): Promise<{ xml: string; topology: Topology }> {
+  let xml: string;
+  try {
+    xml = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ScroogeError('ESCENARIO', `scenario file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (err as Error).message}`);
+  }
+  return { xml, topology: parseScenario(xml) };
+}
+
+async function nodeConfigCmd(args: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parseCommandLine(args, { dir: { type: 'string' }, overlay: { type: 'string' } }, { min: 2, max: 2, names: 'SCENARIO.xml NODE' });
+  if (!values.dir) throw new UsageError('--dir DIR is required (where the key, state and control socket go)');
+  const { topology } = await scenarioFile(positionals[0]!);
+  const overlay = values.overlay ? await readOverlay(values.overlay, '--overlay') : null;
+  printJson(io, nodeConfig(topology, positionals[1]!, path.resolve(values.dir), overlay));
+  return 0;
+}
+
+async function nodeSetupCmd(args: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parseCommandLine(args, { overlay: { type: 'string' } }, { min: 2, max: 2, names: 'SCENARIO.xml NODE' });
+  const { topology } = await scenarioFile(positionals[0]!);
+  const overlay = values.overlay ? await readOverlay(values.overlay, '--overlay') : null;
+  const device = deviceByName(topology, positionals[1]!);
+  const config = device && runsAgent(device) ? nodeConfig(topology, device, '', overlay) : null;
+  const lines = nodeSetup(topology, positionals[1]!, config);
+  if (lines.length) io.out(lines.join('\n') + '\n');
+  return 0;
+}
+
+async function hooks(args: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parseCommandLine(args, { check: { type: 'boolean' } }, { min: 1, names: 'SCENARIO.xml...' });
+  const differ: string[] = [];
+  for (const file of positionals) {
+    const { xml, topology } = await scenarioFile(file);
+    const next = withHooks(xml, topology);
+    if (next === xml) continue;
+    differ.push(file);
+    if (!values.check) await writeFile(file, next);
+  }
+  if (values.check) {
+    if (differ.length) io.err(`scrooge: ${differ.length} of ${positionals.length} scenarios have a hook that differs from the generator's: ${differ.join(' ')}\n`);
+    else io.out(`${positionals.length} scenario hooks are what the generator writes\n`);
+    return differ.length ? 1 : 0;
+  }
+  io.out(`${differ.length ? `rewrote the hook of ${differ.join(' ')}` : 'no hook changed'} (${positionals.length} scenarios)\n`);
+  return 0;
+}
+
+async function readOverlay(file: string, flag = '--config-overlay'): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new ScroogeError('EOVERLAY', `--config-overlay ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message}`);
+    throw new ScroogeError('EOVERLAY', `${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message}`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new ScroogeError('EOVERLAY', `--config-overlay ${file}: not valid JSON: ${(err as Error).message}`);
+    throw new ScroogeError('EOVERLAY', `${flag} ${file}: not valid JSON: ${(err as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ScroogeError('EOVERLAY', `--config-overlay ${file}: expected a JSON object`);
+    throw new ScroogeError('EOVERLAY', `${flag} ${file}: expected a JSON object`);
   }
   return value as Record<string, unknown>;
 }
