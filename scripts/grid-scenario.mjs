@@ -1,7 +1,7 @@
 // Writes a CORE scenario of ROWS x COLS agent routers (type prouter), each linked directly to its
 // up to 4 grid neighbors: point-to-point veths, one /24 + /64 per link, interfaces eth0..eth3
 // numbered per node in link order. core-scenarios/grid-100.xml is
-//   node scripts/grid-scenario.mjs 10 10 > core-scenarios/grid-100.xml
+//   node scripts/grid-scenario.mjs 10 10 > core-scenarios/grid-100.xml && node scripts/core-hooks.mjs
 // (issue 13: the 100-router scale scenario; 10 x 10 has 180 links). Nodes are n1..nN row by
 // row; the layout fits CORE's default 1000 x 750 canvas for up to 10 x 10.
 const [rows, cols] = process.argv.slice(2).map(Number);
@@ -62,31 +62,6 @@ links.forEach(([a, b], i) => {
   out.push('    </link>');
 });
 out.push('  </links>');
-out.push(`  <session_hooks>
-    <hook name="scrooge-start.sh" state="4"><![CDATA[#!/bin/sh
-# Starts the Scrooge agent in every agent node (type prouter) when the session reaches
-# RUNTIME (state 4). Hosts (type host) run no agent.
-# UNTESTED IN CORE: CORE cannot be installed where Scrooge is developed; \`scrooge sim up\`
-# builds the same topology in plain network namespaces and is what the tests use.
-# CORE runs this hook on the host with the session directory in $SESSION_DIR; nodes share the
-# host filesystem, and \`vcmd -c "$SESSION_DIR/<node>" -- CMD\` runs CMD inside a node.
-# Set SCROOGE to the scrooge executable if it is not on the PATH.
-set -eu
-SCROOGE="\${SCROOGE:-scrooge}"
-start_agent() {
-  node="$1"; shift
-  dir="$SESSION_DIR/$node.scrooge"
-  mkdir -p "$dir/state"
-  [ -f "$dir/key" ] || "$SCROOGE" keygen --out "$dir/key" >/dev/null
-  ifaces=""
-  for i in "$@"; do ifaces="$ifaces\${ifaces:+, }\\"$i\\""; done
-  printf '{"keyFile": "%s", "stateDir": "%s", "controlSocket": "%s", "interfaces": [%s]}\\n' \\
-    "$dir/key" "$dir/state" "$dir/control.sock" "$ifaces" >"$dir/config.json"
-  vcmd -c "$SESSION_DIR/$node" -- sh -c \\
-    "'$SCROOGE' run --config '$dir/config.json' </dev/null >>'$dir/agent.log' 2>&1 &"
-}`);
-for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out.push(`start_agent ${name(r, c)} ${ifaces.get(id(r, c)).join(' ')}`);
-out.push(']]></hook>');
-out.push('  </session_hooks>');
+// The CORE hook comes from the generator `scrooge sim up` uses: scripts/core-hooks.mjs adds it.
 out.push('</scenario>');
 process.stdout.write(out.join('\n') + '\n');

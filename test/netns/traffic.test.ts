@@ -18,10 +18,14 @@ const U = '10.0.1.3';
 interface IperfInterval { start: number; end: number; bps: number }
 interface IperfResult { bps: number; intervals: IperfInterval[] }
 
+/**
+ * One hop, routes set by the test itself (routing off): what is checked here is the filter and
+ * the shaping of one router. Over babeld routes and several hops: routing.test.ts.
+ */
 async function startRun(overlay: Record<string, unknown>): Promise<SimRun> {
   const id = newRunId();
-  step(id, 'sim up uplink.xml with agents');
-  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: testOverlay(overlay) });
+  step(id, 'sim up uplink.xml with agents, routing off');
+  await upRun({ scenarioPath: join(SCENARIOS, 'uplink.xml'), id, agents: true, configOverlay: testOverlay({ routing: { mode: 'off' }, ...overlay }) });
   const run = await loadRun(id);
   const waited = await waitForTunnels(run, slow(30_000), { status: agentTunnelStatus });
   if (!waited.ok) throw new Error(`tunnels not up: ${JSON.stringify(waited.pairs.filter((p) => !p.ok))}`);

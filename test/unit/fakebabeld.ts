@@ -40,7 +40,7 @@ const IFACE_PARAMS: Record<string, RegExp> = {
   rxcost: /^[0-9]+$/,
 };
 
-const CONFIG_WORDS = new Set(['local-path-readwrite', 'pid-file', 'state-file', 'skip-kernel-setup', 'random-id', 'interface', 'in', 'redistribute', 'install', 'out']);
+const CONFIG_WORDS = new Set(['local-path-readwrite', 'pid-file', 'state-file', 'skip-kernel-setup', 'random-id', 'smoothing-half-life', 'interface', 'in', 'redistribute', 'install', 'out']);
 
 export class FakeBabeld {
   readonly interfaces = new Map<string, string>(); // name -> its parameters as given

@@ -247,7 +247,7 @@ describe('the discovery guard (issue 12 part 3)', () => {
     expect(text).toContain('add element inet scrooge known_sources { fe80::a . "eth0", fe80::b . "eth0" }');
     expect(text).toContain('add rule inet scrooge input udp dport 51819 ip6 saddr . iifname @known_sources accept');
     expect(text).toMatch(/input udp dport 51819 update @stranger_sources \{ ip6 saddr limit rate over 20\/second burst 20 packets \} counter name "discovery_dropped" drop/);
-    expect(text).toMatch(/input udp dport 51819 limit rate over 1000\/second burst 1000 packets counter name "discovery_dropped" drop/);
+    expect(text).toMatch(/input udp dport 51819 limit rate over 400\/second burst 400 packets counter name "discovery_dropped" drop/);
     // Incremental: the known set is flushed and refilled; the per-source buckets are kept.
     const later = nftRuleset(input, plan, false);
     expect(later).toContain('flush set inet scrooge known_sources');

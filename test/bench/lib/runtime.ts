@@ -87,7 +87,8 @@ export async function loneAgent(runner: Runner, binary: string, idleMs = 5000): 
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await createKeyFile(join(dir, 'node.key'), { force: true });
     const socket = controlSocketPath(id, node);
-    const config = agentConfig(run.topology, deviceByName(run.topology, node)!, dir, socket, null);
+    // Discovery and tunnels only: what a lone agent costs, without babeld (sim turns routing on).
+    const config = agentConfig(run.topology, deviceByName(run.topology, node)!, dir, socket, { routing: { mode: 'off' } });
     await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
     const log = openSync(join(logsDir(id), `${node}.log`), 'a', 0o600);
     const started = performance.now();
