@@ -27,7 +27,7 @@ export default defineConfig({
           name: 'vm',
           include: ['test/vm/**/*.test.ts'],
           fileParallelism: false,
-          testTimeout: 900_000,
+          testTimeout: 1_800_000,
         },
       },
     ],
