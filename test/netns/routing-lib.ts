@@ -6,13 +6,11 @@
  *
  * No side effects on import beyond test/netns/lib.ts's.
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { meshAddress6 } from '../../src/routing/address.js';
 import { fromBase64Strict } from '../../src/protocol/bytes.js';
 import { mergeJson } from '../../src/sim/agents.js';
 import type { SimRun } from '../../src/sim/run.js';
 import { runner, step } from './lib.js';
-import { running } from './proc.js';
 
 export interface RouteRowJson {
   prefix: string;
@@ -95,19 +93,7 @@ export async function routeGet(ns: string, dst: string): Promise<string> {
 }
 
 /** PIDs of babeld processes whose config file lies under `dir` (a run's folder, a node's). */
-export function babeldProcesses(dir: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv.some((a) => a.endsWith('babeld')) && argv.some((a) => a.startsWith(dir)) && running(Number(entry))) out.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+export { babeldProcesses } from './babeldlab.js';
 
 export interface PingReply {
   /** unix seconds (ping -D) */
