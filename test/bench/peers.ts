@@ -2,7 +2,9 @@
  * Scrooge beside Yggdrasil (issue 13): convergence, idle CPU and memory, in one run.
  *
  *   node dist/bench/peers.js [--json] [--sizes 5,10,20] [--idle-seconds 30] [--idle-size 10]
- *                            [--settle-seconds 2] [--runtimes current,24]               (root)
+ *                            [--settle-seconds 2] [--runtimes current,24] [--routing]   (root)
+ *
+ * Without --routing the agents run with routing off (babeld is not part of issue 13's agent).
  *
  * For each N, lan-N twice, one after the other:
  * - Yggdrasil (Debian's 0.4.7, installed when missing): built with --no-agents, one `yggdrasil`
@@ -121,11 +123,12 @@ async function yggdrasilSize(runner: Runner, n: number, idle: { seconds: number;
   }
 }
 
-async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores: number, idle: { seconds: number; settle: number } | null): Promise<AgentSize> {
+async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores: number, idle: { seconds: number; settle: number } | null, routing: boolean): Promise<AgentSize> {
   const id = 'pa' + randomBytes(4).toString('hex');
   active.add(id);
   try {
-    const { up, wait, pairs, at } = await upAndConverge(runner, `lan-${n}`, id);
+    // Issue 13's figures are the agent's own: babeld (which sim turns on) only with --routing.
+    const { up, wait, pairs, at } = await upAndConverge(runner, `lan-${n}`, id, routing ? {} : { overlay: { routing: { mode: 'off' } } });
     const agents = at.agents.length;
     const tunnels = 2 * pairs;
     const agentCpu = sum([...at.agentCpu.values()]);
@@ -245,6 +248,7 @@ async function main(): Promise<void> {
       sizes: { type: 'string', default: '5,10,20' },
       'idle-seconds': { type: 'string', default: '30' },
       'idle-size': { type: 'string', default: '10' },
+      routing: { type: 'boolean', default: false },
       'settle-seconds': { type: 'string', default: '2' },
       runtimes: { type: 'string', default: 'current,24' },
     },
@@ -282,7 +286,7 @@ async function main(): Promise<void> {
     }
     say(`lan-${n}: agents${idle ? ` (+ ${idleSeconds} s idle)` : ''}`);
     try {
-      const a = await agentSize(runner, n, current.bareStartupCpuMs, cores, idle);
+      const a = await agentSize(runner, n, current.bareStartupCpuMs, cores, idle, values.routing);
       agents.push(a);
       say(`lan-${n}: agents ${a.ok ? `${a.seconds} s` : 'TIMED OUT'} (${a.convergenceOverFloor} floors)`);
     } catch (err) {
