@@ -19,7 +19,8 @@ agents_cpu() { # seconds of CPU used by all agents so far
 }
 
 for backend in "$@"; do
-  echo "{\"tunnels\": {\"backend\": \"$backend\"}}" > "$OVERLAY"
+  # Tunnels only (routing off): what the backend costs, not babeld.
+  echo "{\"tunnels\": {\"backend\": \"$backend\"}, \"routing\": {\"mode\": \"off\"}}" > "$OVERLAY"
   dmesg -c >/dev/null
   scrooge sim up "core-scenarios/$SCENARIO.xml" --id "$ID" --config-overlay "$OVERLAY" | tail -1
   waited=$(scrooge sim wait "$ID" --timeout 900 --json | tr -d '\n ' | sed -n 's/.*"sinceAgentsStarted":\([0-9.]*\).*/\1/p')
