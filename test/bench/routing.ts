@@ -52,8 +52,12 @@ function tunnels(run: SimRun, node: string): Promise<Tunnel[]> {
 
 interface Mesh { name: string; key: string; mesh6: string; mesh4: string }
 
+/** Runs that are up, taken down if the bench is stopped by a signal. */
+const active = new Set<string>();
+
 async function up(scenario: string, net: number): Promise<{ run: SimRun; mesh: Mesh[] }> {
   const id = 'br' + randomBytes(4).toString('hex');
+  active.add(id);
   const names = agentNames(scenario);
   const nodes: Record<string, unknown> = {};
   names.forEach((n, i) => (nodes[n] = { routing: { meshAddress4: `10.99.${net}.${i + 1}` } }));
@@ -250,6 +254,13 @@ async function main(): Promise<void> {
   };
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else say(`tunnel up -> route installed: median ${result.tunnelUpToRouteMedianMs} ms over ${line.tunnelToRoute.length} tunnel ends`);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    console.error(`routing benchmark: ${sig}: taking down ${[...active].join(', ') || 'nothing'}`);
+    void Promise.allSettled([...active].map((id) => downRun(id))).then(() => process.exit(130));
+  });
 }
 
 main().catch((err) => {
