@@ -159,6 +159,8 @@ const schema = z.strictObject({
     removeOnStop: z._default(z.boolean(), true),
   }), {}),
   neighbors: z._default(z.record(z.string(), neighborSettingsSchema), {}),
+  /** How long a kernel command may take before it counts as failed (config/tunables.ts). */
+  commandTimeout: z._default(duration, T.COMMAND_TIMEOUT_MS),
   /** Prometheus endpoint, off unless set: "9585" (loopback), "127.0.0.1:9585", "[::1]:9585". */
   metrics: z.prefault(z.strictObject({ listen: z.optional(listen) }), {}),
   log: z.prefault(z.strictObject({ level: z._default(z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']), 'info') }), {}),

@@ -34,6 +34,12 @@ export const KEEPALIVE_MS = 5000;
 /** A tunnel silent for three keepalives and a second is dead (one lost keepalive is not). */
 export const DEAD_AFTER_KEEPALIVES = 3;
 export const DEAD_AFTER_SLACK_MS = 1000;
+/**
+ * A kernel command (ip, tc, nft, wg) that has not finished in this long has hung: it is killed and
+ * counts as failed. Ours take milliseconds; a router starved of CPU (or a VM without
+ * acceleration, 30x slower) needs more: config `commandTimeout`.
+ */
+export const COMMAND_TIMEOUT_MS = 10_000;
 /** WireGuard retries a handshake for 5 s (REKEY_TIMEOUT) and more: 15 s is three of its tries. */
 export const HANDSHAKE_TIMEOUT_MS = 15_000;
 /** Fresh tunnel keys daily: WireGuard re-keys its sessions itself; this bounds a key's life. */

@@ -9,6 +9,7 @@
  * execa's module graph alone costs it about 10 MiB of memory for features (streams,
  * interleaving, pipes between processes) that a runner of short `ip`/`tc` calls never uses.
  */
+import { COMMAND_TIMEOUT_MS } from '../config/tunables.js';
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 import { CommandError } from '../errors.js';
@@ -36,7 +37,6 @@ export interface RunResult {
 
 export type Runner = (argv: readonly string[], options?: RunOptions) => Promise<RunResult>;
 
-const DEFAULT_TIMEOUT_MS = 10_000;
 /** Output kept per stream: our commands print kilobytes; a runaway one must not fill memory. */
 const MAX_OUTPUT = 16 << 20;
 
@@ -49,7 +49,7 @@ interface Finished {
   why: string | undefined;
 }
 
-function execute(argv: readonly string[], options: RunOptions): Promise<Finished> {
+function execute(argv: readonly string[], options: RunOptions, defaultTimeoutMs: number): Promise<Finished> {
   return new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
@@ -59,7 +59,7 @@ function execute(argv: readonly string[], options: RunOptions): Promise<Finished
       env: { ...process.env, ...options.env, LC_ALL: 'C' },
       stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
     const timer = setTimeout(() => {
       why = `timed out after ${timeoutMs} ms`;
       child.kill('SIGKILL');
@@ -92,13 +92,15 @@ function execute(argv: readonly string[], options: RunOptions): Promise<Finished
   });
 }
 
-export function createRunner(deps: { logger?: Logger } = {}): Runner {
+/** @param deps.timeoutMs for commands that do not set their own (default COMMAND_TIMEOUT_MS) */
+export function createRunner(deps: { logger?: Logger; timeoutMs?: number } = {}): Runner {
+  const defaultTimeoutMs = deps.timeoutMs ?? COMMAND_TIMEOUT_MS;
   const log = deps.logger?.child({ component: 'runner' });
   return async (argv, options = {}) => {
     if (argv.length === 0 || !argv[0]) throw new TypeError('runner: empty argv');
     const full = options.netns ? ['ip', 'netns', 'exec', options.netns, ...argv] : [...argv];
     const started = performance.now();
-    const r = await execute(full, options);
+    const r = await execute(full, options, defaultTimeoutMs);
     const ms = Math.round(performance.now() - started);
     const ok = options.okExitCodes ?? [0];
     if (r.why !== undefined || r.exitCode === undefined || !ok.includes(r.exitCode)) {

@@ -2,6 +2,7 @@
 // a shell, LC_ALL=C, stdin input, the exit codes that are fine for a call, timeouts, cancels,
 // and errors that carry argv and stderr.
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/config.js';
 import { CommandError } from '../../src/errors.js';
 import { createRunner } from '../../src/system/runner.js';
 
@@ -32,6 +33,14 @@ describe('command runner', () => {
     expect(err).toMatchObject({ exitCode: 2, argv: ['sh', '-c', 'echo "RTNETLINK answers: File exists" >&2; exit 2'] });
     expect((err as Error).message).toMatch(/exited 2: RTNETLINK answers: File exists$/);
     expect((await run(['sh', '-c', 'exit 1'], { okExitCodes: [0, 1] })).exitCode).toBe(1);
+  });
+
+  it("the runner's own timeout (config commandTimeout) applies where a command sets none", async () => {
+    const slow = createRunner({ timeoutMs: 150 });
+    await expect(slow(['sleep', '5'])).rejects.toThrow(/timed out after 150 ms/);
+    await expect(slow(['sleep', '0.3'], { timeoutMs: 2000 })).resolves.toMatchObject({ exitCode: 0 });
+    expect(parseConfig({ keyFile: 'k', stateDir: 's', interfaces: ['eth0'], commandTimeout: '120s' }, '/').commandTimeout).toBe(120_000);
+    expect(parseConfig({ keyFile: 'k', stateDir: 's', interfaces: ['eth0'] }, '/').commandTimeout).toBe(10_000);
   });
 
   it('a missing program, a timeout and a cancel are errors that say so', async () => {

@@ -30,7 +30,7 @@ unless the config says to leave them).
       throw new ScroogeError('ENOTROOT', 'scrooge run needs root (CAP_NET_ADMIN) to build tunnels and program the kernel',
         'run it as root, or set tunnels.enabled and traffic.enabled to false for discovery only');
     const logger = await createLogger({ level: values['log-level'] ?? config.log.level, pretty: !!values.pretty });
-    const agent = new Agent({ run: createRunner({ logger }), logger }, config);
+    const agent = new Agent({ run: createRunner({ logger, timeoutMs: config.commandTimeout }), logger }, config);
 
     let stopping = false;
     let stopped!: () => void;
