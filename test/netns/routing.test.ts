@@ -396,7 +396,9 @@ describe.skipIf(!isRoot)('priorities across hops (bottleneck.xml): n1, n2 -> rel
     await ctl(run.id, 'n3', 'cap', keys['n1']!, '4mbit');
     try {
       const [ca, cb] = await Promise.all([iperf(ns(run, 'n1'), NECK_U4, 5201, 6), iperf(ns(run, 'n2'), NECK_U4, 5202, 6)]);
-      const [capped, other] = [meanBps(ca, 2, 6), meanBps(cb, 2, 6)];
+      // Whole-flow averages at the receiver: a cap bounds the bytes through it over the flow, while
+      // a 0.5 s interval of a receiver that read late (a loaded machine) can hold bytes from before.
+      const [capped, other] = [ca.bps, cb.bps];
       figure(`bottleneck: cap n1 = 4 Mbit/s at the relay -> n1 ${(capped / 1e6).toFixed(2)} Mbit/s, n2 ${(other / 1e6).toFixed(2)} Mbit/s`);
       expect(capped).toBeLessThanOrEqual(4e6 * 1.1);
       expect(capped).toBeGreaterThanOrEqual(4e6 * 0.7);
