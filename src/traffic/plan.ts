@@ -26,6 +26,7 @@
  *           (on a tunnel to N: N's class, plus the other neighbors' when relaying)
  */
 import { sha256 } from '@noble/hashes/sha2.js';
+import { TUNNEL_MTU } from '../config/tunables.js';
 
 /** tc handle major of every qdisc Scrooge owns ("5c" ~ "sc"): how it knows its own trees. */
 export const HANDLE = '5c';
@@ -217,7 +218,7 @@ export function planTraffic(input: TrafficInput): TrafficPlan {
   for (const t of tunnels) {
     const link = meshRate.get(t.meshIface);
     if (link === undefined) continue; // its mesh interface is gone: the tunnel goes too
-    const mtu = input.tunnelMtu ?? 1420;
+    const mtu = input.tunnelMtu ?? TUNNEL_MTU;
     const C = (TUNNEL_HEADROOM * link * mtu) / (mtu + WIREGUARD_OVERHEAD);
     const members = input.relay ? tunnels : [t];
     trees.push({ dev: t.ifname, kind: 'tunnel', neighbor: t.neighbor, classes: tree(C, members), leaf: input.leaf });
