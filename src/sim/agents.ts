@@ -77,11 +77,21 @@ function spawnAgent(run: SimRun, node: string, entry = scroogeEntry()): number {
   }
 }
 
+/**
+ * How long one of the harness's control requests may take: `base` ms, or a thirtieth of
+ * SCROOGE_SIM_READY_TIMEOUT_MS where that is set (a slow machine: under TCG twenty agents
+ * starting at once answer a status request in more than 2 s, and a probe that gives up each
+ * time never sees them ready).
+ */
+export function probeTimeoutMs(base: number, readyTimeout = Number(process.env['SCROOGE_SIM_READY_TIMEOUT_MS'])): number {
+  return readyTimeout > 0 ? Math.max(base, Math.round(readyTimeout / 30)) : base;
+}
+
 /** The agent with this pid answers on its control socket (not merely: something accepts). */
 async function answersAs(socket: string, pid: number): Promise<boolean> {
   if (!(await socketAnswers(socket))) return false;
   try {
-    return ((await controlRequest(socket, 'status', {}, 2000)) as { pid?: number }).pid === pid;
+    return ((await controlRequest(socket, 'status', {}, probeTimeoutMs(2000))) as { pid?: number }).pid === pid;
   } catch {
     return false;
   }
@@ -150,7 +160,7 @@ export async function stopAgent(run: SimRun, node: string, signal: 'SIGTERM' | '
 export async function agentTunnelStatus(run: SimRun, node: string): Promise<AgentTunnelStatus> {
   const keys = run.agents.keys ?? {};
   const byKey = new Map(Object.entries(keys).map(([name, key]) => [key, name]));
-  const result = (await controlRequest(controlSocketPath(run.id, node), 'tunnels', { stats: false }, 3000)) as { tunnels: { neighbor: string; latestHandshakeAgoMs: number | null }[] };
+  const result = (await controlRequest(controlSocketPath(run.id, node), 'tunnels', { stats: false }, probeTimeoutMs(3000))) as { tunnels: { neighbor: string; latestHandshakeAgoMs: number | null }[] };
   return {
     handshakeWith: result.tunnels.filter((t) => t.latestHandshakeAgoMs !== null).map((t) => byKey.get(t.neighbor) ?? t.neighbor),
   };

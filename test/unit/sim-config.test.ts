@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
 import { parseConfig } from '../../src/config/config.js';
-import { agentConfig } from '../../src/sim/agents.js';
+import { agentConfig, probeTimeoutMs } from '../../src/sim/agents.js';
 import { MESH4_PREFIX, currentHook, hookScript, nodeConfig, nodeSetup, simMeshAddress4, withHooks } from '../../src/sim/nodeconfig.js';
 import { planRun } from '../../src/sim/plan.js';
 import { parseScenario, runsAgent, type Topology } from '../../src/sim/scenario.js';
@@ -202,5 +202,14 @@ describe('scrooge sim node-config / node-setup / hooks', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the harness probe timeout', () => {
+  it('is the base on a plain machine and a thirtieth of a longer readiness budget on a slow one', () => {
+    expect(probeTimeoutMs(2000, NaN)).toBe(2000);
+    expect(probeTimeoutMs(2000, 0)).toBe(2000);
+    expect(probeTimeoutMs(2000, 20_000)).toBe(2000);
+    expect(probeTimeoutMs(3000, 600_000)).toBe(20_000);
   });
 });
