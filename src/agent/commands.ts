@@ -42,8 +42,12 @@ export class AgentCommands {
   /** The control socket's handler. */
   handle = async (cmd: string, args: Record<string, unknown>): Promise<unknown> => {
     switch (cmd) {
-      case 'status':
-        return { ...this.status(), traffic: await this.trafficSummary(), routing: await this.routingSummary() };
+      case 'status': {
+        // {stats: false}: no kernel counters and no babeld dump, so it answers at once however
+        // busy the kernel is (the sim's readiness probe: under TCG one `nft list` takes seconds).
+        const stats = this.stats(args);
+        return { ...this.status(), traffic: await this.trafficSummary(stats), routing: await this.routingSummary(stats) };
+      }
       case 'neighbors':
         return { neighbors: await this.neighborRows(this.stats(args)) };
       case 'tunnels':
@@ -84,21 +88,23 @@ export class AgentCommands {
     });
   }
 
-  private async routingSummary() {
+  private async routingSummary(stats: boolean) {
     const routing = this.v.routing();
     if (!routing) return null;
     const s = routing.status();
-    const routes = await this.routeRows().catch(() => []);
+    const routes = stats ? await this.routeRows().catch(() => []) : undefined;
     return {
       mode: 'babeld', running: s.running, pid: s.pid ?? null, restarts: s.restarts, relaunches: s.relaunches,
       interfaces: s.interfaces.filter((i) => i.state === 'up').length,
-      routes: routes.filter((r) => r.installed && r.reachable).length,
+      routes: routes ? routes.filter((r) => r.installed && r.reachable).length : null,
     };
   }
 
-  private async trafficSummary() {
+  private async trafficSummary(stats: boolean) {
     const traffic = this.v.traffic();
-    return traffic ? { backend: traffic.backend, untunneledDrops: await traffic.untunneledDrops().catch(() => null), discoveryDrops: await traffic.discoveryDrops().catch(() => null) } : null;
+    if (!traffic) return null;
+    if (!stats) return { backend: traffic.backend, untunneledDrops: null, discoveryDrops: null };
+    return { backend: traffic.backend, untunneledDrops: await traffic.untunneledDrops().catch(() => null), discoveryDrops: await traffic.discoveryDrops().catch(() => null) };
   }
 
   private stats(args: Record<string, unknown>): boolean {
@@ -211,9 +217,12 @@ export class AgentCommands {
         if (!t.enabled) return [];
         return t.trees!.flatMap((tree) => tree.classes.map((c) => ({ dev: tree.dev, classid: c.classid, neighbor: c.neighbor, alias: c.alias, rateBits: c.rate, bytes: c.bytes, packets: c.packets, drops: c.drops })));
       },
-      untunneledDrops: async () => (await this.trafficSummary())?.untunneledDrops ?? null,
-      discoveryDrops: async () => (await this.trafficSummary())?.discoveryDrops ?? null,
-      routing: async () => this.routingSummary(),
+      untunneledDrops: async () => (await this.trafficSummary(true))?.untunneledDrops ?? null,
+      discoveryDrops: async () => (await this.trafficSummary(true))?.discoveryDrops ?? null,
+      routing: async () => {
+        const r = await this.routingSummary(true);
+        return r && { ...r, routes: r.routes ?? 0 };
+      },
     };
   }
 }

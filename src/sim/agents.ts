@@ -91,7 +91,7 @@ export function probeTimeoutMs(base: number, readyTimeout = Number(process.env['
 async function answersAs(socket: string, pid: number): Promise<boolean> {
   if (!(await socketAnswers(socket))) return false;
   try {
-    return ((await controlRequest(socket, 'status', {}, probeTimeoutMs(2000))) as { pid?: number }).pid === pid;
+    return ((await controlRequest(socket, 'status', { stats: false }, probeTimeoutMs(2000))) as { pid?: number }).pid === pid;
   } catch {
     return false;
   }

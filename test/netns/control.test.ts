@@ -69,6 +69,18 @@ describe.skipIf(!isRoot)('control socket: bad requests change nothing (netns, ro
     await expect(controlRequest(socket, 'frobnicate')).rejects.toThrow(/does not know the command "frobnicate"/);
   });
 
+  it('status {stats: false} answers from what the agent knows (no kernel counter read); an unknown field is refused', async () => {
+    const socket = controlSocketPath(run.id, 'R');
+    type Status = { pid: number; tunnels: number; traffic: { backend: string; untunneledDrops: number | null } };
+    const full = (await controlRequest(socket, 'status')) as Status;
+    const cheap = (await controlRequest(socket, 'status', { stats: false })) as Status;
+    expect(typeof full.traffic.untunneledDrops).toBe('number');
+    expect(cheap.traffic).toEqual({ backend: full.traffic.backend, untunneledDrops: null, discoveryDrops: null });
+    expect(cheap.pid).toBe(full.pid);
+    expect(cheap.tunnels).toBe(full.tunnels);
+    await expect(controlRequest(socket, 'status', { stat: false })).rejects.toThrow(/unknown field "stat"/);
+  });
+
   it('a good change still works and is stored', async () => {
     const socket = controlSocketPath(run.id, 'R');
     const r = (await controlRequest(socket, 'set', { neighbor: run.agents.keys!['A'], priority: 3 })) as { priority: number };
