@@ -85,6 +85,15 @@ export const MAX_PRIORITY = 1000;
 // ---------------------------------------------------------------- the agent's own timings
 
 /**
+ * V8 flags `scrooge run` sets for itself (NODE_OPTIONS may not carry them). `--no-opt`: no
+ * optimizing compiler. The agent's hot work is OpenSSL's (signatures) and the kernel's; its
+ * JavaScript runs well enough in V8's interpreter and baseline tiers, and never loading TurboFan
+ * keeps ~7 MiB of the node binary and of optimized code out of every agent's memory (issue 13).
+ * The environment's SCROOGE_V8_FLAGS replaces it ("" for none).
+ */
+export const AGENT_V8_FLAGS = '--no-opt';
+
+/**
  * The agent sleeps until the core's next deadline (hello, expiry, retry); work whose deadline
  * passed but that waits on something else (an apply, a path) is looked at again after this.
  */
