@@ -1,8 +1,7 @@
 /** `scrooge run`: the daemon in the foreground. */
 import { Agent } from '../../agent/daemon.js';
 import { createLogger } from '../../agent/logging.js';
-import { setFlagsFromString } from 'node:v8';
-import { AGENT_V8_FLAGS, STOP_BUDGET_MS } from '../../config/tunables.js';
+import { STOP_BUDGET_MS } from '../../config/tunables.js';
 import { ScroogeError, UsageError } from '../../errors.js';
 import { loadConfig } from '../../system/config-file.js';
 import { createRunner } from '../../system/runner.js';
@@ -27,8 +26,6 @@ unless the config says to leave them).
     if (!values.config) throw new UsageError('--config FILE is required');
     if (values['log-level'] && !LEVELS.includes(values['log-level'])) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const config = loadConfig(values.config);
-    const v8Flags = process.env['SCROOGE_V8_FLAGS'] ?? AGENT_V8_FLAGS;
-    for (const flag of v8Flags.split(/\s+/).filter(Boolean)) setFlagsFromString(flag);
     if ((config.tunnels.enabled || config.traffic.enabled) && process.getuid?.() !== 0)
       throw new ScroogeError('ENOTROOT', 'scrooge run needs root (CAP_NET_ADMIN) to build tunnels and program the kernel',
         'run it as root, or set tunnels.enabled and traffic.enabled to false for discovery only');
