@@ -49,7 +49,7 @@ export interface AgentDeps {
   /** Mesh interfaces present now, with their link-local addresses (getifaddrs unless a test's). */
   interfaces?: (names: readonly string[]) => MeshInterface[];
   /** The WireGuard backend (detected unless a test brings a fake). */
-  wireguard?: (opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string }) => Promise<WireGuardBackend>;
+  wireguard?: (opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string; commandTimeoutMs?: number }) => Promise<WireGuardBackend>;
   /** A device's ifindex, for traffic control (sysfs unless a test's). */
   deviceIndex?: (dev: string) => Promise<number | undefined>;
   /** The routing component (babeld unless a test brings a fake). */
@@ -177,7 +177,7 @@ export class Agent {
   private async startTunnels(): Promise<void> {
     const c = this.config;
     const backend = await (this.deps.wireguard ?? ((o) => detectBackend({ run: this.deps.run, logger: this.deps.logger }, o)))(
-      { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log'), secretDir: join(c.stateDir, 'keys') },
+      { prefer: c.tunnels.backend, logFile: join(c.stateDir, 'wireguard-go.log'), secretDir: join(c.stateDir, 'keys'), commandTimeoutMs: c.commandTimeout },
     );
     this.tunnels = new TunnelReconciler({ backend, logger: this.deps.logger, changed: () => void this.reconcile.kick() });
     // Adopt what a previous run left (the state file vouches for it); the first pass removes the rest.

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { TunnelIntent } from '../../src/neighbors/core.js';
 import { parseUapi, parseWgDump, uapiSet } from '../../src/system/wireguard/text.js';
+import { userspaceTimeouts } from '../../src/system/wireguard/userspace.js';
 
 const key = (b: number) => new Uint8Array(32).fill(b);
 const hex = (b: number) => Buffer.from(key(b)).toString('hex');
@@ -56,5 +57,14 @@ describe('wg show all dump', () => {
       peer: { publicKey: key(3), endpoint: { address: 'fe80::2', zone: 'eth0', port: 51820 }, stats: { latestHandshakeMs: 1_700_000_000_000, rxBytes: 10, txBytes: 20 } },
     });
     expect(m.get('scfedcba9876543')!.peer).toBeUndefined();
+  });
+});
+
+describe('wireguard-go time budgets', () => {
+  it('are 5 s to start and 3 s per UAPI exchange at the default commandTimeout, and grow with a larger one', () => {
+    expect(userspaceTimeouts(10_000)).toEqual({ startMs: 5000, uapiMs: 3000 });
+    expect(userspaceTimeouts(0)).toEqual({ startMs: 5000, uapiMs: 3000 });
+    expect(userspaceTimeouts(1000)).toEqual({ startMs: 5000, uapiMs: 3000 });
+    expect(userspaceTimeouts(120_000)).toEqual({ startMs: 60_000, uapiMs: 36_000 });
   });
 });

@@ -10,7 +10,7 @@ import { ScroogeError } from '../../errors.js';
 import type { Runner } from '../runner.js';
 import type { WireGuardBackend } from './backend.js';
 import { KernelBackend, kernelHost } from './kernel.js';
-import { UserspaceBackend, userspaceHost } from './userspace.js';
+import { UserspaceBackend, userspaceHost, userspaceTimeouts } from './userspace.js';
 
 /** True if `command` is an executable on the PATH (no process spawned). */
 async function onPath(command: string): Promise<boolean> {
@@ -74,7 +74,7 @@ async function ensureInotifyInstances(log: Logger | undefined): Promise<void> {
  */
 export async function detectBackend(
   deps: { run: Runner; logger?: Logger },
-  opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string },
+  opts: { prefer: 'auto' | 'kernel' | 'userspace'; logFile: string; secretDir: string; commandTimeoutMs?: number },
 ): Promise<WireGuardBackend> {
   const log = deps.logger?.child({ component: 'wireguard' });
   const kernel = async () => {
@@ -99,7 +99,7 @@ export async function detectBackend(
   if (await onPath('wireguard-go')) {
     log?.info({ backend: 'userspace' }, 'WireGuard backend: wireguard-go (no kernel module)');
     await ensureInotifyInstances(log);
-    return new UserspaceBackend(userspaceHost(deps.run, opts.logFile), log);
+    return new UserspaceBackend(userspaceHost(deps.run, opts.logFile, userspaceTimeouts(opts.commandTimeoutMs ?? 0)), log);
   }
   throw new ScroogeError('ENOWG', 'no WireGuard: this kernel has no wireguard module and wireguard-go is not installed',
     'install it: apt-get install --no-install-recommends wireguard-go (or load the kernel module)');

@@ -21,10 +21,22 @@ import { parseUapi, uapiErrno, uapiSet, type LiveTunnel } from './text.js';
 
 /** Where wireguard-go keeps its control sockets: one directory for every network namespace. */
 export const USERSPACE_SOCKET_DIR = '/var/run/wireguard';
-/** A daemon that has no control socket after this did not start. */
-const DAEMON_START_MS = 5000;
-/** A UAPI exchange that takes longer than this has a hung daemon behind it. */
-const UAPI_TIMEOUT_MS = 3000;
+/** How long wireguard-go gets to start and to answer, from the config's commandTimeout. */
+export interface UserspaceTimeouts {
+  /** A daemon that has no control socket after this did not start. */
+  startMs: number;
+  /** A UAPI exchange that takes longer than this has a hung daemon behind it. */
+  uapiMs: number;
+}
+
+/**
+ * Half and three tenths of commandTimeout, and never less than 5 s and 3 s (the budgets at the
+ * default 10 s): a router starved of CPU (or a VM under TCG, where 20 agents starting at once
+ * made 600 UAPI exchanges time out at 3 s) raises commandTimeout and these follow.
+ */
+export function userspaceTimeouts(commandTimeoutMs: number): UserspaceTimeouts {
+  return { startMs: Math.max(5000, Math.round(commandTimeoutMs / 2)), uapiMs: Math.max(3000, Math.round(commandTimeoutMs * 0.3)) };
+}
 
 export interface UserspaceHost extends WireGuardHost {
   /** Starts wireguard-go for `ifname`; resolves once its control socket exists. */
@@ -101,7 +113,7 @@ export class UserspaceBackend extends BaseBackend {
 }
 
 /** The real system: wireguard-go processes and their sockets in USERSPACE_SOCKET_DIR. */
-export function userspaceHost(run: Runner, logFile: string): UserspaceHost {
+export function userspaceHost(run: Runner, logFile: string, timeouts: UserspaceTimeouts = userspaceTimeouts(0)): UserspaceHost {
   let watcher: FSWatcher | undefined;
   const waiters = new Map<string, Set<() => void>>();
 
@@ -159,24 +171,24 @@ export function userspaceHost(run: Runner, logFile: string): UserspaceHost {
       // Wait for its control socket: one inotify watch on the directory for all daemons, with
       // a slow poll as a safety net (hundreds of daemons polled every few ms would eat the CPU
       // they need to start).
-      const deadline = Date.now() + DAEMON_START_MS;
+      const deadline = Date.now() + timeouts.startMs;
       for (;;) {
         if (await exists(socket)) return;
         if (exited) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} ${exited} (see ${logFile})`);
-        if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within ${DAEMON_START_MS / 1000} s (see ${logFile})`);
+        if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within ${timeouts.startMs / 1000} s (see ${logFile})`);
         await socketEvent(`${ifname}.sock`, 100);
       }
     },
-    uapi: (ifname, request) => uapiExchange(join(USERSPACE_SOCKET_DIR, `${ifname}.sock`), request),
+    uapi: (ifname, request) => uapiExchange(join(USERSPACE_SOCKET_DIR, `${ifname}.sock`), request, timeouts.uapiMs),
   };
 }
 
 /** One UAPI exchange: write the request, read until the blank line that ends the answer. */
-function uapiExchange(path: string, request: string): Promise<string> {
+function uapiExchange(path: string, request: string, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const sock = createConnection({ path });
     let buf = '';
-    const timer = setTimeout(() => sock.destroy(new Error('UAPI timeout')), UAPI_TIMEOUT_MS);
+    const timer = setTimeout(() => sock.destroy(new Error('UAPI timeout')), timeoutMs);
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(request));
     sock.on('data', (d: string) => {
