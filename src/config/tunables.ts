@@ -87,13 +87,14 @@ export const MAX_PRIORITY = 1000;
 /**
  * V8 flags `scrooge run` sets for itself at its first line (NODE_OPTIONS may not carry them);
  * the environment's SCROOGE_V8_FLAGS replaces them ("" for none). Each measured (issue 13):
- * - `--no-opt`: no optimizing compiler. The agent's hot work is OpenSSL's (signatures) and the
- *   kernel's; its JavaScript runs well enough in V8's interpreter and baseline tiers, and never
- *   loading TurboFan keeps ~5 MiB of the node binary and of optimized code out of each agent.
  * - `--semi-space-growth-factor=1`: the young generation keeps its first size instead of
- *   doubling in a burst (20 agents converging) and never giving the pages back: ~4 MiB.
+ *   doubling in a burst (20 agents converging) and never giving the pages back: ~5 MiB less
+ *   per agent on lan-20, no CPU lost.
+ * - not `--no-opt`: without the optimizing compiler each agent holds ~5 MiB less, but the
+ *   receive path (what a flood hits) verified 6,900-10,300 hellos/s instead of 10,600-11,800
+ *   (bench/receive.ts, alternating runs): below its 10,000/s target.
  */
-export const AGENT_V8_FLAGS = '--no-opt --semi-space-growth-factor=1';
+export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1';
 
 /**
  * The agent sleeps until the core's next deadline (hello, expiry, retry); work whose deadline
