@@ -112,7 +112,11 @@ async function waitReady(run: SimRun, nodes: string[], pids: Record<string, { pi
   const deadline = Date.now() + timeoutMs;
   const pending = new Set(nodes);
   while (pending.size) {
-    for (const name of [...pending]) if (await answersAs(controlSocketPath(run.id, name), pids[name]!.pid)) pending.delete(name);
+    // All pending agents at once: asked one after another, twenty busy agents under TCG took a
+    // sweep of minutes, and most of sim up's budget went to waiting on the slowest in turn.
+    await Promise.all([...pending].map(async (name) => {
+      if (await answersAs(controlSocketPath(run.id, name), pids[name]!.pid)) pending.delete(name);
+    }));
     if (!pending.size) break;
     for (const name of pending) {
       if (!isAlive(pids[name]!.pid)) throw new ScroogeError('EAGENT', `the agent of ${name} exited at start`, `see ${join(logsDir(run.id), `${name}.log`)}`);
