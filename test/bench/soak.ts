@@ -50,7 +50,12 @@ function rng(seed: number) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function runSoak(opts: { seconds: number; seed?: number; log?: (line: string) => void }): Promise<SoakResult> {
+/**
+ * @param opts.minChurn kills, stops and link flaps done at the least, however long the random
+ *   pauses between them run (the churn goes on past its time until then): a short soak whose
+ *   seed drew long pauses would otherwise prove little.
+ */
+export async function runSoak(opts: { seconds: number; seed?: number; minChurn?: number; log?: (line: string) => void }): Promise<SoakResult> {
   const seed = opts.seed ?? Number.parseInt(randomBytes(4).toString('hex'), 16);
   const log = opts.log ?? ((l: string) => console.error(l));
   const r = rng(seed);
@@ -83,7 +88,8 @@ export async function runSoak(opts: { seconds: number; seed?: number; log?: (lin
     let leftAt = 0;
     const leaveAfter = started + warmup + (settleAt - started - warmup) / 3;
 
-    while (Date.now() < settleAt) {
+    const churned = () => actions['kill']! + actions['stop']! + actions['linkflap']!;
+    while (Date.now() < settleAt || churned() < (opts.minChurn ?? 0) || !leftAt) {
       if (!leftAt && Date.now() > leaveAfter) {
         // A node leaves for good: its agent stops (cleanly) and its link goes down.
         await stopAgent(await loadRun(id), departed, 'SIGTERM');
