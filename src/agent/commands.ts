@@ -139,7 +139,7 @@ export class AgentCommands {
       neighbors: core.neighborList().length,
       tunnels: core.neighborList().filter((n) => n.tunnel?.configured).length,
       share: this.v.settings().share,
-      counters: { sent: c.sent, received: c.received, dropped: c.dropped, evicted: c.evicted, sendErrors: this.v.transport()?.sendErrors ?? 0 },
+      counters: { sent: c.sent, received: c.received, redundant: c.redundant, dropped: c.dropped, evicted: c.evicted, sendErrors: this.v.transport()?.sendErrors ?? 0 },
     };
   }
 

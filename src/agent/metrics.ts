@@ -9,7 +9,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { ScroogeError } from '../errors.js';
 
 export interface MetricsSource {
-  counters(): { sent: Readonly<Record<string, number>>; received: Readonly<Record<string, number>>; dropped: Readonly<Partial<Record<string, number>>> };
+  counters(): { sent: Readonly<Record<string, number>>; received: Readonly<Record<string, number>>; redundant: Readonly<Record<string, number>>; dropped: Readonly<Partial<Record<string, number>>> };
   neighbors(): { state: string }[];
   tunnels(): Promise<{ neighbor: string; alias: string | null; ifname: string; rxBytes: number; txBytes: number; handshakeAgeSeconds: number | null }[]>;
   classes(): Promise<{ dev: string; classid: string; neighbor: string | null; alias: string | null; rateBits: number | null; bytes: number; packets: number; drops: number }[]>;
@@ -40,12 +40,13 @@ export function buildRegistry(source: MetricsSource): Registry {
     this.reset();
     for (const s of ['heard', 'two-way', 'quiet']) this.set({ state: s }, source.neighbors().filter((n) => n.state === s).length);
   } });
-  const byType = (name: string, help: string, pick: 'sent' | 'received') => new Counter({ name, help, labelNames: ['type'], ...opts, collect() {
+  const byType = (name: string, help: string, pick: 'sent' | 'received' | 'redundant') => new Counter({ name, help, labelNames: ['type'], ...opts, collect() {
     this.reset();
     for (const [type, v] of Object.entries(source.counters()[pick])) mirror(this, { type }, v);
   } });
   byType('scrooge_messages_sent_total', 'Protocol messages sent, by type', 'sent');
   byType('scrooge_messages_received_total', 'Protocol messages accepted, by type', 'received');
+  byType('scrooge_messages_redundant_total', 'Hellos and confirms not verified: nothing new from a neighbor with a working tunnel (PROTOCOL.md §6)', 'redundant');
   new Counter({ name: 'scrooge_messages_dropped_total', help: 'Datagrams dropped, by reason (PROTOCOL.md §7)', labelNames: ['reason'], ...opts, collect() {
     this.reset();
     for (const [reason, v] of Object.entries(source.counters().dropped)) if (v !== undefined) mirror(this, { reason }, v);

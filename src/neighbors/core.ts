@@ -12,7 +12,7 @@ import { type Endpoint, isLinkLocalUnicast, withZone } from '../protocol/address
 import { bytesEqual, compareBytes, toBase64 } from '../protocol/bytes.js';
 import { x25519PublicKey, type Identity, type Verifier } from '../protocol/crypto.js';
 import {
-  encodeMessage, HELLO, HELLO_CONFIRM, TUNNEL, TUNNEL_CONFIRM,
+  encodeMessage, HELLO, HELLO_CONFIRM, messageHead, TUNNEL, TUNNEL_CONFIRM,
   type Message, type MessageType, type TunnelConfirm, type TunnelOffer,
 } from '../protocol/messages.js';
 import type { SequenceSource } from '../protocol/sequence.js';
@@ -215,6 +215,13 @@ interface Path {
   /** Where it takes unicast messages (zone = this interface). */
   control: Endpoint;
   lastHeard: number;
+  /** The head (`messageHead`) of the last hello and hello_confirm verified on this path, and when. */
+  heads: { [HELLO]?: VerifiedHead; [HELLO_CONFIRM]?: VerifiedHead };
+}
+
+interface VerifiedHead {
+  head: Uint8Array;
+  at: number;
 }
 
 interface NeighborState {
@@ -302,6 +309,11 @@ export type Counters = {
   dropped: Partial<Record<DropReason | 'not-link-local' | 'wrong-interface' | 'unexpected-confirm' | 'offer-crossed' | 'tunnel-rate-limited', number>>;
   /** Strangers (never two-way) that gave their place in the table up to newer ones. */
   evicted: number;
+  /**
+   * Hellos and hello_confirms that would have changed nothing, so were not verified
+   * (PROTOCOL.md §6 "Nothing new"): from a neighbor with a working tunnel, heard moments ago.
+   */
+  redundant: Record<MessageType, number>;
 };
 
 function emptyCounts(): Record<MessageType, number> {
@@ -312,7 +324,7 @@ export class MeshCore {
   readonly options: CoreOptions;
   readonly ownKey: string;
   readonly tunnelAddress: string;
-  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {}, evicted: 0 };
+  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {}, evicted: 0, redundant: emptyCounts() };
 
   private readonly neighbors = new Map<string, NeighborState>();
   private readonly interfaces = new Map<string, MeshInterface & { nextHelloAt: number }>();
@@ -412,6 +424,8 @@ export class MeshCore {
       this.drop('wrong-interface');
       return [];
     }
+    const head = messageHead(datagram);
+    if (head && this.redundant(head, source.address, iface, now)) return [];
     const admitted = this.admission.admit(datagram, { address: source.address, iface }, now);
     if (!admitted.ok) {
       this.drop(admitted.reason);
@@ -439,7 +453,10 @@ export class MeshCore {
     const control = m.type === HELLO || m.type === HELLO_CONFIRM
       ? withZone(m.control, iface)
       : (path?.control ?? { address: source.address, zone: iface, port: this.options.port });
-    n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now });
+    const same = path && path.linkLocal === source.address && path.control.address === control.address && path.control.port === control.port;
+    const heads = same ? path.heads : {};
+    if (head && (m.type === HELLO || m.type === HELLO_CONFIRM)) heads[m.type] = { head: head.head.slice(), at: now };
+    n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now, heads });
 
     if (m.type !== HELLO) {
       // Any unicast message proves the neighbor has our control address: the link is two-way.
@@ -468,6 +485,34 @@ export class MeshCore {
     }
     actions.push(...this.maybeInitiate(n, now));
     return actions;
+  }
+
+  /**
+   * Nothing new (PROTOCOL.md §6): a hello or hello_confirm from a neighbor whose tunnel works,
+   * with a fresh seq, byte for byte the last message of its type verified on this path up to
+   * the seq (same type, keys and address, from the same source), less than half a dead interval
+   * after that one. Verifying it would only move `lastHeard` (and, for a confirm, the two-way
+   * time) by a second or so: it is counted and dropped before the budgets and the signature
+   * check, and the first one after the half interval is verified as usual. Nothing about it is
+   * trusted: a forged copy is dropped the same way and changes nothing; a replay of anything no
+   * newer than what was accepted goes on to be dropped as stale. The neighbor cannot go quiet while its hellos arrive:
+   * half a dead interval plus one jittered hello interval is less than the dead interval.
+   */
+  private redundant(h: { senderKey: string; head: Uint8Array; seq: bigint }, address: string, iface: string, now: number): boolean {
+    const n = this.neighbors.get(h.senderKey);
+    const t = n?.tunnel;
+    if (!n || n.quiet || t?.phase !== 'up' || t.handshakeAt === undefined) return false;
+    const p = n.paths.get(iface);
+    if (!p || p.linkLocal !== address) return false;
+    const window = this.options.deadIntervalMs / 2;
+    for (const type of [HELLO, HELLO_CONFIRM] as const) {
+      const v = p.heads[type];
+      if (!v || now - v.at >= window || !bytesEqual(v.head, h.head)) continue;
+      if (!this.deps.replay.isFresh(n.key, h.seq)) return false;
+      this.counters.redundant[type]++;
+      return true;
+    }
+    return false;
   }
 
   /**

@@ -227,3 +227,22 @@ export function decodeMessage(datagram: Uint8Array): DecodeResult {
   }
   return { ok: true, message, signature, signedBytes: signedBytesOf(message, addressText), publicKeyText };
 }
+
+/**
+ * A datagram's sender key (its second token), its head (every byte before `<seq> <signature>`:
+ * the type, the keys and the address it names) and its seq. Two messages with the same head
+ * differ only in their seq and signature. The seq is parsed; no other token is checked: the
+ * caller compares the head with one it verified before. Undefined for what cannot be a message.
+ */
+export function messageHead(datagram: Uint8Array): { senderKey: string; head: Uint8Array; seq: bigint } | undefined {
+  if (datagram.length > MAX_DATAGRAM_BYTES) return undefined;
+  const first = datagram.indexOf(0x20);
+  const second = first < 0 ? -1 : datagram.indexOf(0x20, first + 1);
+  const last = datagram.lastIndexOf(0x20);
+  const beforeSeq = last <= 0 ? -1 : datagram.lastIndexOf(0x20, last - 1);
+  if (second < 0 || beforeSeq <= second) return undefined;
+  const text = (from: number, to: number) => Buffer.from(datagram.buffer, datagram.byteOffset + from, to - from).toString('latin1');
+  const seq = parseU64(text(beforeSeq + 1, last));
+  if (seq === undefined) return undefined;
+  return { senderKey: text(first + 1, second), head: datagram.subarray(0, beforeSeq + 1), seq };
+}

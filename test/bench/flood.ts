@@ -23,7 +23,8 @@
  * Most of a flood is dropped by R's kernel (the discovery guard, PROTOCOL.md §7 "Before the
  * agent") before the agent reads it: the result counts those drops (`kernel.discoveryDrops`,
  * R's `status.traffic.discoveryDrops`) apart from the agent's, and how many of A's and B's hellos
- * R processed during the flood (R's accepted hellos against the hellos A and B sent).
+ * R processed during the flood (R's verified hellos, and those it recognised as nothing new over
+ * a working tunnel, PROTOCOL.md §6, against the hellos A and B sent).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -145,7 +146,7 @@ async function snmp6(ns: string): Promise<Record<string, number>> {
 interface StatusAnswer {
   pid: number;
   interfaces: { name: string; linkLocal: string | null }[];
-  counters: { dropped: Record<string, number>; sent: Record<string, number>; received: Record<string, number> };
+  counters: { dropped: Record<string, number>; sent: Record<string, number>; received: Record<string, number>; redundant?: Record<string, number> };
   traffic: { discoveryDrops: number | null } | null;
 }
 interface NeighborsAnswer {
@@ -275,12 +276,13 @@ export async function flood(run: SimRun, opts: FloodOptions): Promise<FloodResul
   await setAddresses(attackerNs, iface, extra, 'add');
 
   const watchSocks = watch.map((n) => controlSocketPath(run.id, n));
-  /** Hellos the watched neighbors sent, then (100 ms later: those in flight have arrived) hellos the target accepted. */
+  /** Hellos the watched neighbors sent, then (100 ms later: those in flight have arrived) hellos the target processed. */
   const helloCounts = async () => {
     const sent = (await Promise.all(watchSocks.map((w) => controlRequest(w, 'status') as Promise<StatusAnswer>))).reduce((a, st) => a + (st.counters.sent[HELLO] ?? 0), 0);
     await new Promise((r) => setTimeout(r, 100));
     const st = (await controlRequest(sock, 'status')) as StatusAnswer;
-    return { sent, processed: st.counters.received[HELLO] ?? 0, status: st };
+    // Processed: verified, or recognised as nothing new over a working tunnel (PROTOCOL.md §6).
+    return { sent, processed: (st.counters.received[HELLO] ?? 0) + (st.counters.redundant?.[HELLO] ?? 0), status: st };
   };
   const h0 = await helloCounts();
   const before = { status: h0.status, snmp: await snmp6(run.nodes[target]!), cpu: cpuSeconds(targetStatus.pid) };

@@ -266,6 +266,20 @@ describe.skipIf(!isRoot)('discovery daemon (netns, root)', () => {
     // True replays: the same bytes sent again from A's own address (a station in A's namespace,
     // beside its agent): they pass the address rule and are stopped by the replay check.
     const besideA = await stationBeside(run.nodes['A']!);
+    // Stale for B and R once each accepted a later message of A's: each verifies at most one of
+    // A's hellos per half dead interval over a working tunnel (PROTOCOL.md §6 "Nothing new"),
+    // and a copy of one it skipped and has nothing newer than is skipped again, not stale.
+    const capturedSeq = (() => {
+      const d = decodeMessage(capturedA);
+      return d.ok ? d.message.seq : 0n;
+    })();
+    await until('B and R to have accepted something of A newer than the captured hello', async () => {
+      for (const n of ['B', 'R']) {
+        const row = (await neighbors(run.id, n)).find((r) => r.key === keys['A']);
+        if (!row?.lastSeq || BigInt(row.lastSeq) < capturedSeq) return false;
+      }
+      return true;
+    });
     await attack("replays from A's own address", [capturedA, capturedA], {
       A: {},
       B: { 'stale-seq': 2 },

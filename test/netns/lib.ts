@@ -373,7 +373,7 @@ export interface StatusJson {
   pid: number;
   neighbors: number;
   tunnels: number;
-  counters: { sent: Record<string, number>; received: Record<string, number>; dropped: Record<string, number> };
+  counters: { sent: Record<string, number>; received: Record<string, number>; redundant: Record<string, number>; dropped: Record<string, number> };
 }
 
 export async function neighbors(id: string, node: string): Promise<NeighborRow[]> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeMessage, identityFromSeed, toBase64 } from '../../src/protocol/index.js';
+import { decodeMessage, encodeMessage, identityFromSeed, toBase64 } from '../../src/protocol/index.js';
 import { lan, MeshSim } from './meshsim.js';
 
 function neighborsOf(n: { core: { neighborList(): { key: string }[] } }): string[] {
@@ -80,6 +80,114 @@ describe('discovery', () => {
     }
     expect(backAfter).toBeGreaterThanOrEqual(0);
     expect(backAfter).toBeLessThanOrEqual(1000);
+  });
+});
+
+describe('nothing new over a working tunnel (PROTOCOL.md §6): not verified', () => {
+  function pair(seed: number) {
+    const sim = new MeshSim(seed);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(3000);
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    return { sim, a: a!, b: b! };
+  }
+
+  it('verifies about one hello in two once the tunnel works, and the neighbor stays heard and two-way all along', () => {
+    const { sim, a, b } = pair(5);
+    const c = a.core.counters;
+    const before = { hello: c.received.scrooge_hello, confirm: c.received.scrooge_hello_confirm, skipped: c.redundant.scrooge_hello, sent: b.core.counters.sent.scrooge_hello };
+    const eventsBefore = a.events.length;
+    let maxAgo = 0;
+    for (let t = 0; t < 120_000; t += 100) {
+      sim.run(100);
+      const row = a.core.neighborList()[0]!;
+      expect(row.state).toBe('two-way');
+      maxAgo = Math.max(maxAgo, sim.now - row.lastHeard);
+    }
+    const sent = b.core.counters.sent.scrooge_hello - before.sent;
+    const verified = c.received.scrooge_hello - before.hello;
+    const skipped = c.redundant.scrooge_hello - before.skipped;
+    // Every hello b sent reached a: verified or skipped, nothing else.
+    expect(verified + skipped).toBe(sent);
+    expect(verified).toBeLessThanOrEqual(0.6 * sent);
+    expect(verified).toBeGreaterThanOrEqual(0.35 * sent);
+    // Half a dead interval plus one jittered hello interval: 1.75 + 1.25 s, under the 3.5 s.
+    expect(maxAgo).toBeLessThanOrEqual(3000 + 10);
+    // No quiet spell, no re-negotiation.
+    expect(a.events.slice(eventsBefore).filter((e) => e.kind === 'event' && e.event !== 'tunnel-handshake')).toEqual([]);
+    expect(c.received.scrooge_hello_confirm - before.confirm).toBeGreaterThan(0);
+  });
+
+  it('without a working tunnel every hello is verified', () => {
+    const sim = new MeshSim(6);
+    const [a, b] = lan(sim, 2, { tunnels: { enabled: false } as never });
+    a!.start();
+    b!.start();
+    sim.run(30_000);
+    expect(a!.core.counters.redundant.scrooge_hello).toBe(0);
+    expect(a!.core.counters.received.scrooge_hello).toBe(b!.core.counters.sent.scrooge_hello);
+  });
+
+  it('a forged copy changes nothing inside the half interval, fails verification after it, and the genuine hello after it is verified', () => {
+    const { sim, a, b } = pair(7);
+    // Wait for a hello of b's that a verified (its seq is a's record for b).
+    let hello: Uint8Array | undefined;
+    for (let i = 0; i < 50 && !hello; i++) {
+      sim.run(100);
+      const lastSeq = a.core.neighborList()[0]!.lastSeq;
+      hello = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).map((w) => w.bytes).find((bytes) => {
+        const d = decodeMessage(bytes);
+        return d.ok && d.message.seq === lastSeq && sim.now - a.core.neighborList()[0]!.lastHeard < 100;
+      });
+    }
+    expect(hello).toBeDefined();
+    const d = decodeMessage(hello!);
+    if (!d.ok) throw new Error('undecodable');
+    // Same head, a fresh seq, a signature that is not b's.
+    const forged = encodeMessage({ ...d.message, seq: d.message.seq + 1000n }, () => new Uint8Array(64).fill(7)).bytes;
+    const snapshot = () => JSON.stringify(a.core.neighborList(), (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+    const before = snapshot();
+    const skipped = a.core.counters.redundant.scrooge_hello;
+    a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, sim.now);
+    expect(a.core.counters.redundant.scrooge_hello).toBe(skipped + 1);
+    expect(snapshot()).toBe(before);
+    // After the half dead interval the same bytes meet the signature check.
+    const lastHeard = a.core.neighborList()[0]!.lastHeard;
+    const bad = a.core.counters.dropped['bad-signature'] ?? 0;
+    a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, lastHeard + 1750);
+    expect(a.core.counters.dropped['bad-signature']).toBe(bad + 1);
+    expect(a.core.neighborList()[0]!.lastHeard).toBe(lastHeard);
+  });
+
+  it('a replay of the verified hello is dropped as stale, not skipped', () => {
+    const { sim, a, b } = pair(8);
+    sim.run(200);
+    const lastSeq = a.core.neighborList()[0]!.lastSeq!;
+    const old = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).map((w) => w.bytes).findLast((bytes) => {
+      const d = decodeMessage(bytes);
+      return d.ok && d.message.seq <= lastSeq;
+    })!;
+    const stale = a.core.counters.dropped['stale-seq'] ?? 0;
+    a.core.receive(old, { address: 'fe80::2', iface: 'eth0' }, sim.now);
+    expect(a.core.counters.dropped['stale-seq']).toBe(stale + 1);
+  });
+
+  it('a hello that names a new control port is verified at once', () => {
+    const { sim, a, b } = pair(9);
+    sim.run(100);
+    const row = () => a.core.neighborList()[0]!;
+    const seq = row().lastSeq! + 10n;
+    const hello = (port: number, s: bigint) => encodeMessage({ type: 'scrooge_hello', publicKey: b.identity.publicKey, control: { address: 'fe80::2', port }, seq: s }, (m) => b.identity.sign(m)).bytes;
+    const verified = a.core.counters.received.scrooge_hello;
+    a.core.receive(hello(40000, seq), { address: 'fe80::2', iface: 'eth0' }, sim.now);
+    expect(a.core.counters.received.scrooge_hello).toBe(verified + 1);
+    expect(row().control).toMatchObject({ address: 'fe80::2', port: 40000 });
+    // Back to the usual port: a change again, verified at once.
+    a.core.receive(hello(51819, seq + 1n), { address: 'fe80::2', iface: 'eth0' }, sim.now);
+    expect(a.core.counters.received.scrooge_hello).toBe(verified + 2);
+    expect(row().control).toMatchObject({ port: 51819 });
   });
 });
 
