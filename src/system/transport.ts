@@ -67,10 +67,22 @@ export class UdpTransport implements Transport {
   }
 
   onDatagram(handler: (bytes: Uint8Array, source: Source) => void): void {
+    // The same few neighbors' addresses arrive every second: canonicalised once each (bounded:
+    // a flood from many sources only empties the cache).
+    const canonical = new Map<string, string>();
+    const canonicalOf = (raw: string): string => {
+      let c = canonical.get(raw);
+      if (c === undefined) {
+        if (canonical.size >= 1024) canonical.clear();
+        c = canonicalIPv6(raw) ?? raw;
+        canonical.set(raw, c);
+      }
+      return c;
+    };
     this.socket.on('message', (msg, rinfo) => {
       const pct = rinfo.address.indexOf('%');
       const raw = pct < 0 ? rinfo.address : rinfo.address.slice(0, pct);
-      const source = { address: canonicalIPv6(raw) ?? raw, iface: pct < 0 ? undefined : rinfo.address.slice(pct + 1) };
+      const source = { address: canonicalOf(raw), iface: pct < 0 ? undefined : rinfo.address.slice(pct + 1) };
       handler(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), source);
     });
   }
