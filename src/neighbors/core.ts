@@ -495,8 +495,9 @@ export class MeshCore {
    * time) by a second or so: it is counted and dropped before the budgets and the signature
    * check, and the first one after the half interval is verified as usual. Nothing about it is
    * trusted: a forged copy is dropped the same way and changes nothing; a replay of anything no
-   * newer than what was accepted goes on to be dropped as stale. The neighbor cannot go quiet while its hellos arrive:
-   * half a dead interval plus one jittered hello interval is less than the dead interval.
+   * newer than what was accepted goes on to be dropped as stale. The neighbor cannot go quiet
+   * while its hellos arrive: half a dead interval plus one jittered hello interval is less than
+   * the dead interval.
    */
   private redundant(h: { senderKey: string; head: Uint8Array; seq: bigint }, address: string, iface: string, now: number): boolean {
     const n = this.neighbors.get(h.senderKey);
