@@ -246,6 +246,11 @@ interface NeighborState {
   proven: boolean;
 }
 
+/** The same control address (the zone is the path's interface either way). */
+function sameControl(a: Endpoint, b: Endpoint): boolean {
+  return a.address === b.address && a.port === b.port;
+}
+
 function newNeighbor(key: string, publicKey: Uint8Array, now: number): NeighborState {
   return { key, publicKey, paths: new Map(), firstHeard: now, lastHeard: now, twoWayAt: undefined, quiet: false, quietSince: 0, confirmedAt: new Map(), tunnel: undefined, proven: false };
 }
@@ -453,7 +458,7 @@ export class MeshCore {
     const control = m.type === HELLO || m.type === HELLO_CONFIRM
       ? withZone(m.control, iface)
       : (path?.control ?? { address: source.address, zone: iface, port: this.options.port });
-    const same = path && path.linkLocal === source.address && path.control.address === control.address && path.control.port === control.port;
+    const same = path && path.linkLocal === source.address && sameControl(path.control, control);
     const heads = same ? path.heads : {};
     if (head && (m.type === HELLO || m.type === HELLO_CONFIRM)) heads[m.type] = { head: head.head.slice(), at: now };
     n.paths.set(iface!, { linkLocal: source.address, control, lastHeard: now, heads });
@@ -523,7 +528,7 @@ export class MeshCore {
    * checks for nothing (on a 20-node LAN that is 19 extra verifications a second).
    */
   private confirmDue(n: NeighborState, iface: string, before: Path | undefined, control: Endpoint, now: number): boolean {
-    if (!before || before.control.address !== control.address || before.control.port !== control.port) return true;
+    if (!before || !sameControl(before.control, control)) return true;
     if (n.tunnel?.phase !== 'up' || n.tunnel.handshakeAt === undefined) return true;
     const last = n.confirmedAt.get(iface);
     return last === undefined || now - last >= this.options.deadIntervalMs / 2;
