@@ -318,7 +318,7 @@ export type Counters = {
    * Hellos and hello_confirms that would have changed nothing, so were not verified
    * (PROTOCOL.md §6 "Nothing new"): from a neighbor with a working tunnel, heard moments ago.
    */
-  redundant: Record<MessageType, number>;
+  redundant: Record<typeof HELLO | typeof HELLO_CONFIRM, number>;
 };
 
 function emptyCounts(): Record<MessageType, number> {
@@ -329,7 +329,7 @@ export class MeshCore {
   readonly options: CoreOptions;
   readonly ownKey: string;
   readonly tunnelAddress: string;
-  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {}, evicted: 0, redundant: emptyCounts() };
+  readonly counters: Counters = { sent: emptyCounts(), received: emptyCounts(), dropped: {}, evicted: 0, redundant: { [HELLO]: 0, [HELLO_CONFIRM]: 0 } };
 
   private readonly neighbors = new Map<string, NeighborState>();
   private readonly interfaces = new Map<string, MeshInterface & { nextHelloAt: number }>();

@@ -266,9 +266,9 @@ describe.skipIf(!isRoot)('discovery daemon (netns, root)', () => {
     // True replays: the same bytes sent again from A's own address (a station in A's namespace,
     // beside its agent): they pass the address rule and are stopped by the replay check.
     const besideA = await stationBeside(run.nodes['A']!);
-    // Stale for B and R once each accepted a later message of A's: each verifies at most one of
-    // A's hellos per half dead interval over a working tunnel (PROTOCOL.md §6 "Nothing new"),
-    // and a copy of one it skipped and has nothing newer than is skipped again, not stale.
+    // Stale for B and R once each has accepted a later message of A's. Over a working tunnel
+    // each verifies at most one of A's hellos per half dead interval (PROTOCOL.md §6 "Nothing
+    // new"): a copy of a hello it skipped, before it accepted anything newer, is skipped again.
     const capturedSeq = (() => {
       const d = decodeMessage(capturedA);
       return d.ok ? d.message.seq : 0n;

@@ -79,7 +79,7 @@ export const status = readCommand('status', "show the agent's identity, interfac
       `neighbors:   ${s.neighbors}   tunnels: ${s.tunnels}   share: ${s.share}`,
       `sent:        ${Object.entries(s.counters.sent).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')}${s.counters.sendErrors ? ` (send errors ${s.counters.sendErrors})` : ''}`,
       `received:    ${Object.entries(s.counters.received).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')}`,
-      `skipped:     ${Object.entries(s.counters.redundant).filter(([k]) => k.startsWith('scrooge_hello')).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')} (nothing new over a working tunnel: not verified)`,
+      `skipped:     ${Object.entries(s.counters.redundant).map(([k, v]) => `${k.replace('scrooge_', '')} ${v}`).join(', ')} (nothing new over a working tunnel: not verified)`,
       `dropped:     ${Object.entries(s.counters.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
       `traffic:     ${s.traffic ? `${s.traffic.backend} filter, untunneled packets dropped: ${s.traffic.untunneledDrops ?? '?'}, discovery datagrams dropped by the kernel: ${s.traffic.discoveryDrops ?? '?'}` : 'disabled'}`,
       `routing:     ${s.routing ? `babeld ${s.routing.running ? `running (pid ${s.routing.pid})` : 'NOT RUNNING'} on ${s.routing.interfaces} tunnels, ${s.routing.routes} routes${s.routing.restarts ? `, restarted ${s.routing.restarts} times` : ''}` : 'off'}`,
