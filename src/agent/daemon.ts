@@ -79,6 +79,8 @@ export class Agent {
   private startedAt = 0;
   /** The desired tunnels last handed to the reconciler, as text: unchanged, a pass is skipped. */
   private lastDesired = '';
+  /** The mesh interfaces and their link-locals at the last poll, as text. */
+  private lastInterfaces: string | undefined;
   /** The proven neighbors' sources the kernel's guard was last asked to know. */
   private lastProven = '';
   private watching = false;
@@ -347,6 +349,11 @@ export class Agent {
   private pollInterfaces(): void {
     const present = this.interfaces.poll();
     this.transport?.setInterfaces(present.filter((p) => p.linkLocal).map((p) => p.name));
+    // The same interfaces with the same addresses as a second ago (nearly every poll): nothing
+    // for the core to learn; a hello due now goes out on its own tick.
+    const key = present.map((p) => `${p.name}=${p.linkLocal ?? ''}`).join(',');
+    if (key === this.lastInterfaces) return;
+    this.lastInterfaces = key;
     this.handle(this.core.setInterfaces(present, this.clock.now()));
     this.afterChange(); // an interface that went moves deadlines with nothing to send
   }

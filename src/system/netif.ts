@@ -21,12 +21,16 @@ function operstate(name: string): string | undefined {
   }
 }
 
-/** fe80::/10 addresses per interface, from /proc/net/if_inet6 (undefined if it cannot be read). */
-export function linkLocalsFromProc(text: string): Map<string, string> {
+/**
+ * fe80::/10 addresses per interface, from /proc/net/if_inet6 (undefined if it cannot be read);
+ * with `only`, of those interfaces alone (a router's file also lists every tunnel's addresses,
+ * and the agent reads it every second).
+ */
+export function linkLocalsFromProc(text: string, only?: ReadonlySet<string>): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of text.split('\n')) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 6 || !/^fe[89ab]/i.test(f[0]!)) continue;
+    if (f.length < 6 || (only && !only.has(f[5]!)) || !/^fe[89ab]/i.test(f[0]!)) continue;
     const hex = f[0]!;
     const groups = Array.from({ length: 8 }, (_, i) => hex.slice(i * 4, i * 4 + 4)).join(':');
     if (!out.has(f[5]!)) out.set(f[5]!, canonicalIPv6(groups)!);
@@ -41,7 +45,7 @@ export function meshInterfacesNow(names: readonly string[]): MeshInterface[] {
   } catch {
     return fromGetifaddrs(names);
   }
-  const ll = linkLocalsFromProc(text);
+  const ll = linkLocalsFromProc(text, new Set(names));
   return names.flatMap((name) => {
     const state = operstate(name);
     if (state === undefined || !RUNNING.has(state)) return [];

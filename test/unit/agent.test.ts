@@ -128,6 +128,24 @@ describe('three whole agents on fake time', () => {
     ] as const) await expect(r.agent.command('set', args)).rejects.toThrow(re);
   });
 
+  it('a mesh interface unplugged: no hello on it while it is gone, one within a poll of its return', async () => {
+    const a = node('a');
+    const hellos = async () => ((await a.agent.command('status', { stats: false })) as { counters: { sent: Record<string, number> } }).counters.sent['scrooge_hello']!;
+    net.setCut('a', 'eth0', true);
+    await clock.advance(1500);
+    expect(a.logs.some((l) => l['level'] === 40 && /mesh interface eth0 is missing/.test(String(l['msg'])))).toBe(true);
+    const gone = await hellos();
+    await clock.advance(5000);
+    expect(await hellos()).toBe(gone);
+    net.setCut('a', 'eth0', false);
+    await clock.advance(1000);
+    expect(await hellos()).toBeGreaterThan(gone);
+    expect(a.logs.some((l) => /mesh interface eth0 is up/.test(String(l['msg'])))).toBe(true);
+    // Back to the steady state before the next test: every pair two-way over its tunnel.
+    await clock.advance(4000);
+    for (const name of ['a', 'b', 'r']) expect((await neighbors(name)).map((r) => [r.state, r.tunnel?.state]), name).toEqual([['two-way', 'up'], ['two-way', 'up']]);
+  });
+
   it('a neighbor gone: its tunnels go on both sides, and nothing is left of it', async () => {
     await node('b').agent.stop();
     expect(tunnelLinks('b')).toEqual([]);

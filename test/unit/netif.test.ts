@@ -14,5 +14,8 @@ describe('/proc/net/if_inet6', () => {
       '',
     ].join('\n');
     expect([...linkLocalsFromProc(text)]).toEqual([['eth0', 'fe80::fc:ff:fe00:1'], ['sc0123456789abc', 'febf::1']]);
+    // The agent asks for its mesh interfaces only: the tunnels' lines are skipped unparsed.
+    expect([...linkLocalsFromProc(text, new Set(['eth0']))]).toEqual([['eth0', 'fe80::fc:ff:fe00:1']]);
+    expect([...linkLocalsFromProc(text, new Set(['wlan0']))]).toEqual([]);
   });
 });
