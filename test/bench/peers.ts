@@ -2,7 +2,8 @@
  * Scrooge beside Yggdrasil (issue 13): convergence, idle CPU and memory, in one run.
  *
  *   node dist/bench/peers.js [--json] [--sizes 5,10,20] [--idle-seconds 30] [--idle-size 10]
- *                            [--settle-seconds 2] [--runtimes current,24] [--routing]   (root)
+ *                            [--settle-seconds 2] [--steady-after 150] [--runtimes current,24]
+ *                            [--routing]   (root)
  *
  * Without --routing the agents run with routing off (babeld is not part of issue 13's agent).
  *
@@ -13,6 +14,12 @@
  * - Scrooge: `sim up` with agents and `sim wait` (src/sim/wait.ts), timed from the agents' start.
  * On lan-<idle-size>, after convergence and a settle pause, both sit idle for --idle-seconds:
  * CPU per node (agents, their wireguard-go daemons apart, Yggdrasil) from /proc utime+stime.
+ * Then, --steady-after seconds after convergence (0: not), the same window again for both: the
+ * steady state a router spends its days in. An agent's first minutes still carry its start-up
+ * (V8 optimizing the hot paths, the memory reducer's full GCs): on lan-10 its idle CPU falls by
+ * about a third over the first three minutes, while Yggdrasil's stays flat. Memory per node is
+ * printed as RSS (the issue's measure) and as anonymous memory (heap, stacks, JIT code), which
+ * leaves out the file-backed pages of the node binary that every process running it shares.
  *
  * The floor (issue 13): the CPU convergence cannot avoid here, spread over the cores:
  *   floor = (CPU of every wireguard-go daemon up to convergence + agents x bare start-up) / cores
@@ -33,9 +40,9 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { downRun, upRun } from '../../src/sim/build.js';
 import { createRunner, type Runner } from '../../src/system/runner.js';
-import { rssMiB } from '../netns/proc.js';
+import { anonMiB, rssMiB } from '../netns/proc.js';
 import { cpuByPid, cpuDelta, loadAverage, median, round2, round3, scenarioFile, sleep, sum, upAndConverge } from './lib/mesh.js';
-import { bareRssMiB, bareStartupCpuMs, loneAgent, resolveRuntime, type LoneAgent } from './lib/runtime.js';
+import { bareMemoryMiB, bareStartupCpuMs, loneAgent, resolveRuntime, type LoneAgent } from './lib/runtime.js';
 import { ensureYggdrasil, startYggdrasil, stopYggdrasil, waitPeered } from './lib/yggdrasil.js';
 
 /** Issue 13's targets. */
@@ -55,6 +62,10 @@ export interface IdleFigures {
   /** Percent of one core, per node. */
   cpuPercentPerNode: number;
   rssMiB: { median: number; max: number };
+  /** Anonymous memory per node: what one more process costs (RSS also counts the binary's shared pages). */
+  anonMiB: { median: number };
+  /** Seconds after convergence that the window started. */
+  startedAfterSeconds: number;
 }
 
 export interface YggSize {
@@ -64,6 +75,8 @@ export interface YggSize {
   cpuSecondsToConvergence: number;
   rssMiB: { median: number; max: number };
   idle?: IdleFigures;
+  /** The same window again, later: the steady state (JIT and GC of the start-up settled). */
+  steady?: IdleFigures;
 }
 
 export interface AgentSize {
@@ -82,17 +95,37 @@ export interface AgentSize {
   convergenceOverFloor: number;
   agentCpuPerTunnelMs: number;
   idle?: IdleFigures & { wireguardGoCpuPercentPerNode: number; wireguardGoCpuPercentPerDaemon: number };
+  steady?: IdleFigures;
 }
 
-function idleFigures(seconds: number, cpu: number, nodes: number, rss: number[]): IdleFigures {
+interface IdleOptions {
+  seconds: number;
+  settle: number;
+  /** Seconds after convergence at which the steady window starts (0: none). */
+  steadyAfter: number;
+}
+
+function idleFigures(seconds: number, cpu: number, pids: number[], startedAfterSeconds: number): IdleFigures {
+  const rss = pids.map(rssMiB);
   return {
     seconds,
-    cpuPercentPerNode: round3((cpu / seconds / nodes) * 100),
+    cpuPercentPerNode: round3((cpu / seconds / pids.length) * 100),
     rssMiB: { median: median(rss), max: Math.max(...rss) },
+    anonMiB: { median: median(pids.map(anonMiB)) },
+    startedAfterSeconds: round2(startedAfterSeconds),
   };
 }
 
-async function yggdrasilSize(runner: Runner, n: number, idle: { seconds: number; settle: number } | null): Promise<YggSize> {
+/** CPU of `pids` over one window of `seconds`, starting `startAfter` s after `since` (ms). */
+async function idleWindow(pids: number[], since: number, startAfter: number, seconds: number): Promise<IdleFigures> {
+  await sleep(Math.max(0, since + startAfter * 1000 - performance.now()));
+  const started = performance.now();
+  const t0 = cpuByPid(pids);
+  await sleep(seconds * 1000);
+  return idleFigures(seconds, cpuDelta(t0, cpuByPid(pids)), pids, (started - since) / 1000);
+}
+
+async function yggdrasilSize(runner: Runner, n: number, idle: IdleOptions | null): Promise<YggSize> {
   const id = 'yg' + randomBytes(4).toString('hex');
   active.add(id);
   let mesh: Awaited<ReturnType<typeof startYggdrasil>> | undefined;
@@ -100,6 +133,7 @@ async function yggdrasilSize(runner: Runner, n: number, idle: { seconds: number;
     const { run } = await upRun({ scenarioPath: scenarioFile(`lan-${n}`), id, agents: false }, { runner });
     mesh = await startYggdrasil(runner, run, run.topology.devices.map((d) => d.name));
     const wait = await waitPeered(mesh, n - 1, 30_000);
+    const converged = performance.now();
     const pids = mesh.nodes.map((x) => x.pid);
     const at = cpuByPid(pids);
     const out: YggSize = {
@@ -110,10 +144,8 @@ async function yggdrasilSize(runner: Runner, n: number, idle: { seconds: number;
       rssMiB: { median: median(pids.map(rssMiB)), max: Math.max(...pids.map(rssMiB)) },
     };
     if (idle) {
-      await sleep(idle.settle * 1000);
-      const t0 = cpuByPid(pids);
-      await sleep(idle.seconds * 1000);
-      out.idle = idleFigures(idle.seconds, cpuDelta(t0, cpuByPid(pids)), n, pids.map(rssMiB));
+      out.idle = await idleWindow(pids, converged, idle.settle, idle.seconds);
+      if (idle.steadyAfter > 0) out.steady = await idleWindow(pids, converged, idle.steadyAfter, idle.seconds);
     }
     return out;
   } finally {
@@ -123,12 +155,13 @@ async function yggdrasilSize(runner: Runner, n: number, idle: { seconds: number;
   }
 }
 
-async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores: number, idle: { seconds: number; settle: number } | null, routing: boolean): Promise<AgentSize> {
+async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores: number, idle: IdleOptions | null, routing: boolean): Promise<AgentSize> {
   const id = 'pa' + randomBytes(4).toString('hex');
   active.add(id);
   try {
     // Issue 13's figures are the agent's own: babeld (which sim turns on) only with --routing.
     const { up, wait, pairs, at } = await upAndConverge(runner, `lan-${n}`, id, routing ? {} : { overlay: { routing: { mode: 'off' } } });
+    const converged = performance.now();
     const agents = at.agents.length;
     const tunnels = 2 * pairs;
     const agentCpu = sum([...at.agentCpu.values()]);
@@ -153,18 +186,18 @@ async function agentSize(runner: Runner, n: number, bareStartupMs: number, cores
       agentCpuPerTunnelMs: round2(((agentCpu - agents * bare) / tunnels) * 1000),
     };
     if (idle) {
-      await sleep(idle.settle * 1000);
       const pids = at.agents.map((a) => a.pid);
-      const a0 = cpuByPid(pids);
       const w0 = cpuByPid(at.wireguardGo);
-      await sleep(idle.seconds * 1000);
-      const agentIdle = cpuDelta(a0, cpuByPid(pids));
+      const w0At = performance.now();
+      const first = await idleWindow(pids, converged, idle.settle, idle.seconds);
+      const wgSeconds = (performance.now() - w0At) / 1000;
       const wgIdle = cpuDelta(w0, cpuByPid(at.wireguardGo));
       out.idle = {
-        ...idleFigures(idle.seconds, agentIdle, agents, pids.map(rssMiB)),
-        wireguardGoCpuPercentPerNode: round3((wgIdle / idle.seconds / agents) * 100),
-        wireguardGoCpuPercentPerDaemon: round3((wgIdle / idle.seconds / Math.max(1, at.wireguardGo.length)) * 100),
+        ...first,
+        wireguardGoCpuPercentPerNode: round3((wgIdle / wgSeconds / agents) * 100),
+        wireguardGoCpuPercentPerDaemon: round3((wgIdle / wgSeconds / Math.max(1, at.wireguardGo.length)) * 100),
       };
+      if (idle.steadyAfter > 0) out.steady = await idleWindow(pids, converged, idle.steadyAfter, idle.seconds);
     }
     return out;
   } finally {
@@ -180,6 +213,7 @@ export interface RuntimeFigures {
   bareStartupCpuMs: number;
   bareStartupSamplesMs: number[];
   bareRssMiB: number;
+  bareAnonMiB: number;
   loneAgent: LoneAgent | { error: string };
 }
 
@@ -208,10 +242,20 @@ export function figuresOf(bare: RuntimeFigures, ygg: YggSize[], agents: AgentSiz
       out.push(figure(`idle CPU wireguard-go per node, lan-${a.n}`, a.idle.wireguardGoCpuPercentPerNode, '% core', null, `${a.n - 1} daemons per node`));
       out.push(figure(`idle CPU Yggdrasil per node, lan-${a.n}`, y.idle.cpuPercentPerNode, '% core', null));
     }
+    if (a.steady && y?.steady) {
+      const from = `window from ${Math.round(a.steady.startedAfterSeconds)} s after convergence (Yggdrasil: ${Math.round(y.steady.startedAfterSeconds)} s)`;
+      out.push(figure(`idle CPU per agent, lan-${a.n}, steady`, a.steady.cpuPercentPerNode, '% core', y.steady.cpuPercentPerNode, `target: Yggdrasil per node, same run; ${from}`));
+      out.push(figure(`idle CPU Yggdrasil per node, lan-${a.n}, steady`, y.steady.cpuPercentPerNode, '% core', null));
+    }
   }
   for (const a of agents) {
     out.push(figure(`RSS per agent, ${a.n - 1} tunnels (lan-${a.n}, median at convergence)`, a.rssMiB.median, 'MiB', rssTarget, `bare Node ${bare.bareRssMiB} + ${TARGETS.rssOverBareMiB}`));
     if (a.idle) out.push(figure(`RSS per agent, ${a.n - 1} tunnels (lan-${a.n}, median after idle)`, a.idle.rssMiB.median, 'MiB', rssTarget));
+    const last = a.steady ?? a.idle;
+    if (last) {
+      out.push(figure(`anonymous memory per agent, ${a.n - 1} tunnels (lan-${a.n}, median after idle)`, last.anonMiB.median, 'MiB', null,
+        `bare Node's is ${bare.bareAnonMiB} MiB; RSS adds the node binary's file pages, shared by every process running it`));
+    }
   }
   const y10 = ygg.find((y) => y.idle) ?? ygg[ygg.length - 1];
   if (y10) out.push(figure(`RSS Yggdrasil per node (lan-${y10.n})`, (y10.idle ?? y10).rssMiB.median, 'MiB', null));
@@ -230,10 +274,10 @@ export function figuresOf(bare: RuntimeFigures, ygg: YggSize[], agents: AgentSiz
 async function runtimeFigures(runner: Runner, spec: string, withAgent: boolean): Promise<RuntimeFigures> {
   const rt = await resolveRuntime(runner, spec);
   const startup = bareStartupCpuMs(rt.path);
-  const rss = await bareRssMiB(rt.path);
+  const mem = await bareMemoryMiB(rt.path);
   let agent: RuntimeFigures['loneAgent'] = { error: 'not measured' };
   if (withAgent) agent = await loneAgent(runner, rt.path).catch((err: Error) => ({ error: err.message }));
-  return { spec, version: rt.version, path: rt.path, bareStartupCpuMs: startup.medianMs, bareStartupSamplesMs: startup.samplesMs, bareRssMiB: rss, loneAgent: agent };
+  return { spec, version: rt.version, path: rt.path, bareStartupCpuMs: startup.medianMs, bareStartupSamplesMs: startup.samplesMs, bareRssMiB: mem.rss, bareAnonMiB: mem.anon, loneAgent: agent };
 }
 
 function table(rows: string[][]): string {
@@ -250,6 +294,7 @@ async function main(): Promise<void> {
       'idle-size': { type: 'string', default: '10' },
       routing: { type: 'boolean', default: false },
       'settle-seconds': { type: 'string', default: '2' },
+      'steady-after': { type: 'string', default: '150' },
       runtimes: { type: 'string', default: 'current,24' },
     },
   });
@@ -258,6 +303,10 @@ async function main(): Promise<void> {
   const idleSeconds = Number(values['idle-seconds']);
   const idleSize = Number(values['idle-size']);
   const settle = Number(values['settle-seconds']);
+  const steadyAfter = Number(values['steady-after']);
+  for (const [flag, v] of [['idle-seconds', idleSeconds], ['settle-seconds', settle], ['steady-after', steadyAfter]] as const) {
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${flag}: a number of seconds, 0 or more`);
+  }
   const say = (line: string) => {
     if (!values.json) console.error(line);
   };
@@ -273,7 +322,7 @@ async function main(): Promise<void> {
   const agents: AgentSize[] = [];
   const errors: string[] = [];
   for (const n of sizes) {
-    const idle = n === idleSize && idleSeconds > 0 ? { seconds: idleSeconds, settle } : null;
+    const idle = n === idleSize && idleSeconds > 0 ? { seconds: idleSeconds, settle, steadyAfter } : null;
     say(`lan-${n}: Yggdrasil${idle ? ` (+ ${idleSeconds} s idle)` : ''}`);
     // One size failing (an agent that does not start on a loaded machine) loses only its figures.
     try {
@@ -297,7 +346,7 @@ async function main(): Promise<void> {
   const runtimes: RuntimeFigures[] = [];
   for (const spec of values.runtimes.split(',').map((s) => s.trim()).filter(Boolean)) {
     say(`runtime ${spec}: bare process and a lone agent`);
-    runtimes.push(await runtimeFigures(runner, spec, true).catch((err: Error) => ({ spec, version: '?', path: '?', bareStartupCpuMs: NaN, bareStartupSamplesMs: [], bareRssMiB: NaN, loneAgent: { error: err.message } })));
+    runtimes.push(await runtimeFigures(runner, spec, true).catch((err: Error) => ({ spec, version: '?', path: '?', bareStartupCpuMs: NaN, bareStartupSamplesMs: [], bareRssMiB: NaN, bareAnonMiB: NaN, loneAgent: { error: err.message } })));
   }
   const figures = figuresOf(current, ygg, agents);
   if (errors.length) process.exitCode = 1;

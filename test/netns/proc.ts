@@ -41,6 +41,21 @@ export function rssMiB(pid: number): number {
   }
 }
 
+/**
+ * Anonymous memory of a process (heap, stacks, JIT code: the `Anonymous:` line of
+ * /proc/PID/smaps_rollup), MiB. RSS also counts the file-backed pages of the node binary, which
+ * every Node process running the same binary shares; this is what one more process costs. (Not
+ * USS: a binary only one process maps counts as that process's private pages.)
+ */
+export function anonMiB(pid: number): number {
+  try {
+    const m = /^Anonymous:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** A process that exists and is not a zombie (PID 1 here does not always reap orphans). */
 export function running(pid: number): boolean {
   const s = statFields(pid)?.[0];

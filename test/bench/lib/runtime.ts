@@ -21,7 +21,7 @@ import { controlSocketPath, isAlive, logsDir, nodeDir } from '../../../src/sim/r
 import { deviceByName } from '../../../src/sim/scenario.js';
 import { createKeyFile } from '../../../src/system/keystore.js';
 import type { Runner } from '../../../src/system/runner.js';
-import { cpuSeconds, rssMiB } from '../../netns/proc.js';
+import { anonMiB, cpuSeconds, rssMiB } from '../../netns/proc.js';
 import { median, round2, scenarioFile, sleep } from './mesh.js';
 
 export interface Runtime {
@@ -55,10 +55,15 @@ export function bareStartupCpuMs(binary: string, runs = 7): { medianMs: number; 
 
 /** RSS of a bare, idle Node process (`setInterval` keeps it alive), after `settleMs`. */
 export async function bareRssMiB(binary: string, settleMs = 1500): Promise<number> {
+  return (await bareMemoryMiB(binary, settleMs)).rss;
+}
+
+/** A bare process's RSS and anonymous memory, MiB. */
+export async function bareMemoryMiB(binary: string, settleMs = 1500): Promise<{ rss: number; anon: number }> {
   const child = spawn(binary, ['-e', 'setInterval(()=>{},1e3)'], { stdio: 'ignore' });
   try {
     await sleep(settleMs);
-    return rssMiB(child.pid!);
+    return { rss: rssMiB(child.pid!), anon: anonMiB(child.pid!) };
   } finally {
     child.kill('SIGKILL');
     await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
