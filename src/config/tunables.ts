@@ -93,6 +93,12 @@ export const MAX_PRIORITY = 1000;
  * - not `--no-opt`: without the optimizing compiler each agent holds ~5 MiB less, but the
  *   receive path (what a flood hits) verified 6,900-10,300 hellos/s instead of 10,600-11,800
  *   (bench/receive.ts, alternating runs): below its 10,000/s target.
+ * - not `--maglev` (Node 20; Node 24 has it on already) nor `--always-sparkplug`: lan-20 to
+ *   convergence in alternating runs, agents' CPU with maglev 16.8/13.1/13.0/15.1/14.1 s against
+ *   20.8/15.0/12.7/13.0/12.3 s without (no steady gain: the machine's drift is larger);
+ *   always-sparkplug 19.1/14.2 s against 20.8/15.0 s, 1.5 MiB more RSS. Neither pays.
+ * - not a V8 `--interrupt-budget` (Node 20 only): a quieter first minute, but a busier steady
+ *   idle window (0.62-0.66 % of a core against 0.58 %).
  */
 export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1';
 
