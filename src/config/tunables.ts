@@ -99,6 +99,9 @@ export const MAX_PRIORITY = 1000;
  *   always-sparkplug 19.1/14.2 s against 20.8/15.0 s, 1.5 MiB more RSS. Neither pays.
  * - not a V8 `--interrupt-budget` (Node 20 only): a quieter first minute, but a busier steady
  *   idle window (0.62-0.66 % of a core against 0.58 %).
+ * - not `--single-threaded-gc` nor `--no-lazy-feedback-allocation`: lan-20 agents' CPU to
+ *   convergence 13.9/12.7/14.4 s and 11.6/11.7/16.1 s against 12.0/12.0/14.5 s (alternating
+ *   runs): nothing beyond the noise.
  */
 export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1';
 

@@ -531,7 +531,8 @@ export class MeshCore {
    * a tunnel exchange is under way (our offer sent, or theirs answered: those unicast messages
    * carry the two-way proof) cut lan-20's agent CPU to convergence by ~12 % (6 A/B pairs, 13.2
    * vs 11.6 CPU-s), but at 30 % datagram loss the median convergence of lan-5 over 30 seeds went
-   * from 10 s to 16 s (each end hears the other less often while the exchange is retried). Doing
+   * from 10 s to 16 s (why is not pinned down: removals, re-negotiations and offers counted
+   * about the same; more runs waited out the 15 s no-handshake re-negotiation). Doing
    * so only once our end knows the peer's key saved ~3 % (4 pairs, within the noise) and still
    * moved that median to 16 s (with a shorter tail: 32 s at worst against 60+ s).
    */
