@@ -1,7 +1,8 @@
 /**
  * The agent's state directory: what must survive a restart (PROTOCOL.md §5, README "State").
  *   seq.json       the sequence epoch, written before the first message of each run
- *   replay.json    per-sender sequence high-water marks (receiver side of replay protection)
+ *   replay.json    per-sender sequence high-water marks (receiver side of replay protection),
+ *                  with each sender's newest skipped (unverified) message, verified at load
  *   settings.json  operator changes made at run time: share, and per neighbor alias/priority/cap
  *   tunnels.json   which tunnel interface belongs to which neighbor, for adoption after a crash
  * Every write is atomic (temp file, fsync, rename) so a crash never leaves half a file.

@@ -102,4 +102,18 @@ export class Admission {
     this.deps.replay.accept(sender, m.seq);
     return { ok: true, decoded };
   }
+
+  /**
+   * For `ReplayMemory.settle`: the seq of a held (unverified) datagram if it is a genuine
+   * message of `sender` that could have written its record (for us, signature good), else
+   * undefined. No budgets: only what this node kept itself is asked about.
+   */
+  readonly verifyHeld = (sender: string, datagram: Uint8Array): bigint | undefined => {
+    const decoded = decodeMessage(datagram);
+    if (!decoded.ok || decoded.publicKeyText !== sender) return undefined;
+    const m = decoded.message;
+    if (m.type !== HELLO && !bytesEqual(m.recipient, this.deps.ownKey)) return undefined;
+    if (!this.deps.verifier.verify(sender, m.publicKey, decoded.signedBytes, decoded.signature)) return undefined;
+    return m.seq;
+  };
 }

@@ -359,6 +359,8 @@ export class MeshCore {
       },
       this.options.limits,
     );
+    // What a previous run held unverified (its last redundant hellos) moves the marks now.
+    deps.replay.settle(this.admission.verifyHeld);
   }
 
   // ---------------------------------------------------------------- interfaces and hellos
@@ -430,7 +432,12 @@ export class MeshCore {
       return [];
     }
     const head = messageHead(datagram);
-    if (head && this.redundant(head, source.address, iface, now)) return [];
+    if (head && this.redundant(head, source.address, iface, now)) {
+      // Unverified, so it cannot write the record; kept, so a replay of it after this
+      // neighbor is forgotten (or after a crash) is still stale (ReplayMemory.hold).
+      this.deps.replay.hold(head.senderKey, head.seq, datagram);
+      return [];
+    }
     const admitted = this.admission.admit(datagram, { address: source.address, iface }, now);
     if (!admitted.ok) {
       this.drop(admitted.reason);
@@ -880,6 +887,7 @@ export class MeshCore {
         if (!n.quiet || !this.tunnelAlive(t!, n, now)) {
           // Gone by both measures (PROTOCOL.md §6 "Liveness").
           this.neighbors.delete(n.key);
+          this.deps.replay.settle(this.admission.verifyHeld, n.key);
           if (t) actions.push({ kind: 'event', event: 'tunnel-removed', neighbor: n.key, ifname: t.ifname, reason: 'neighbor gone' });
           actions.push({ kind: 'event', event: 'neighbor-removed', neighbor: n.key, reason: 'not heard and no live tunnel' });
           continue;

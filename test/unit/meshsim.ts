@@ -41,7 +41,7 @@ export class SimNode {
   core!: MeshCore;
   running = false;
   epoch: bigint | undefined;
-  replayState: [string, string][] = [];
+  replayState: ReturnType<ReplayMemory['toJSON']> = [];
   /** ifname -> applied intent (what "the kernel" has) */
   applied = new Map<string, TunnelIntent>();
   events: Action[] = [];

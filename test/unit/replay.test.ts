@@ -145,3 +145,66 @@ describe('ReplayMemory: the state file', () => {
     expect(ReplayMemory.fromJSON(json, 3).toJSON()).toEqual([['k7', '7'], ['k8', '8'], ['k9', '9']]);
   });
 });
+
+describe('ReplayMemory: held (unverified) messages', () => {
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  // Stands in for Admission.verifyHeld: "genuine" datagrams read "ok <sender> <seq>".
+  const verify = (sender: string, d: Uint8Array): bigint | undefined => {
+    const [ok, who, seq] = new TextDecoder().decode(d).split(' ');
+    return ok === 'ok' && who === sender ? BigInt(seq!) : undefined;
+  };
+
+  it('a held message moves nothing until settled, then moves the mark if genuine', () => {
+    const mem = new ReplayMemory();
+    mem.accept('a', 5n);
+    mem.hold('a', 9n, bytes('ok a 9'));
+    expect([mem.isFresh('a', 6n), mem.heldCount]).toEqual([true, 1]);
+    expect(mem.settle(verify, 'a')).toBe(1);
+    expect([mem.isFresh('a', 9n), mem.isFresh('a', 10n), mem.heldCount]).toEqual([false, true, 0]);
+  });
+
+  it('keeps the newest only; a forgery (or one for another sender) moves nothing', () => {
+    const mem = new ReplayMemory();
+    mem.accept('a', 5n);
+    mem.accept('b', 5n);
+    mem.hold('a', 8n, bytes('ok a 8'));
+    mem.hold('a', 7n, bytes('ok a 7'));
+    mem.hold('b', 99n, bytes('forged b 99'));
+    expect(mem.settle(verify)).toBe(1);
+    expect([mem.lastSeq('a'), mem.lastSeq('b')]).toEqual([8n, 5n]);
+  });
+
+  it('is not held for a sender without a mark, nor when stale; a verified newer message drops it', () => {
+    const mem = new ReplayMemory();
+    mem.hold('x', 3n, bytes('ok x 3'));
+    mem.accept('a', 5n);
+    mem.hold('a', 5n, bytes('ok a 5'));
+    expect(mem.heldCount).toBe(0);
+    mem.hold('a', 6n, bytes('ok a 6'));
+    mem.accept('a', 7n);
+    expect(mem.heldCount).toBe(0);
+  });
+
+  it('goes to the state file and back (settled by whoever loads it), and copies the bytes it holds', () => {
+    const mem = new ReplayMemory();
+    mem.accept('a', 5n);
+    const d = bytes('ok a 9');
+    mem.hold('a', 9n, d);
+    d.fill(0);
+    const json = JSON.parse(JSON.stringify(mem.toJSON())) as unknown;
+    expect(json).toEqual([['a', '5', Buffer.from('ok a 9').toString('base64')]]);
+    const back = ReplayMemory.fromJSON(json);
+    expect(back.isFresh('a', 6n)).toBe(true);
+    expect(back.settle(verify)).toBe(1);
+    expect(back.isFresh('a', 9n)).toBe(false);
+  });
+
+  it('a held message goes with its sender when the bound forgets it', () => {
+    const mem = new ReplayMemory(2);
+    mem.accept('a', 1n);
+    mem.hold('a', 2n, bytes('ok a 2'));
+    mem.accept('b', 1n);
+    mem.accept('c', 1n);
+    expect([mem.heldCount, mem.lastSeq('a')]).toEqual([0, undefined]);
+  });
+});
