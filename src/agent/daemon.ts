@@ -54,6 +54,8 @@ export interface AgentDeps {
   deviceIndex?: (dev: string) => Promise<number | undefined>;
   /** The routing component (babeld unless a test brings a fake). */
   routing?: (options: ConstructorParameters<typeof RoutingSupervisor>[1]) => RoutingSupervisor;
+  /** A full garbage collection, run every FULL_GC_MS (`scrooge run` brings V8's; none in tests). */
+  collectGarbage?: () => void;
 }
 
 export class Agent {
@@ -158,6 +160,7 @@ export class Agent {
       beats++;
       this.pollInterfaces();
       if (every(T.REPLAY_SAVE_MS)) this.state.writeReplay(this.replay.toJSON());
+      if (every(T.FULL_GC_MS)) this.deps.collectGarbage?.();
       // Whatever changed: a tunnel interface that vanished (its wireguard-go killed) is rebuilt.
       if (every(T.TUNNEL_CHECK_MS) && this.tunnels && !this.stopping) void this.reconcile.kick();
     });

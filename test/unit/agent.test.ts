@@ -17,6 +17,7 @@ import type { RunOptions, Runner } from '../../src/system/runner.js';
 import { UserspaceBackend } from '../../src/system/wireguard/index.js';
 import { CLASS_SOLD } from '../../src/traffic/plan.js';
 import { FakeClock } from './fakeclock.js';
+import { FULL_GC_MS } from '../../src/config/tunables.js';
 import { FakeKernel, kernelRunner } from './fakekernel.js';
 import { FakeWireGuardNet, type FakeWireGuard } from './fakewireguard.js';
 import { MemoryNet } from './memorynet.js';
@@ -32,6 +33,8 @@ interface Node {
   logs: Record<string, unknown>[];
   key: string;
   agent: Agent;
+  /** Full collections the agent asked for. */
+  gcs: number;
 }
 
 const clock = new FakeClock();
@@ -51,7 +54,7 @@ async function makeNode(name: string, extra: Record<string, unknown> = {}): Prom
   const key = existing?.key ?? toBase64(await createKeyFile(keyFile));
   const host = existing?.host ?? wg.host(name, ['lo', 'eth0', 'eth1']);
   const kernel = existing?.kernel ?? new FakeKernel(new Set(['eth0', 'eth1']));
-  const node: Node = { name, host, kernel, refuse: undefined, logs: existing?.logs ?? [], key, agent: undefined as unknown as Agent };
+  const node: Node = { name, host, kernel, refuse: undefined, logs: existing?.logs ?? [], key, agent: undefined as unknown as Agent, gcs: existing?.gcs ?? 0 };
   host.onLink = (event, ifname) => (event === 'add' ? kernel.addDevice(ifname) : kernel.removeDevice(ifname));
   const traffic = kernelRunner(kernel, { refuse: () => node.refuse });
   const run: Runner = (argv, opts?: RunOptions) => (argv[0] === 'ip' || argv[0] === 'wg' ? host.run(argv, opts) : traffic(argv, opts));
@@ -61,6 +64,7 @@ async function makeNode(name: string, extra: Record<string, unknown> = {}): Prom
     run, logger, clock, ...net.agentDeps(name),
     wireguard: async () => new UserspaceBackend(host, undefined),
     deviceIndex: async (dev) => kernel.ifindex(dev),
+    collectGarbage: () => void node.gcs++,
   }, config);
   nodes.set(name, node);
   return node;
@@ -143,6 +147,14 @@ describe('three whole agents on fake time', () => {
     expect(a.logs.some((l) => /mesh interface eth0 is up/.test(String(l['msg'])))).toBe(true);
     // Back to the steady state before the next test: every pair two-way over its tunnel.
     await clock.advance(4000);
+    for (const name of ['a', 'b', 'r']) expect((await neighbors(name)).map((r) => [r.state, r.tunnel?.state]), name).toEqual([['two-way', 'up'], ['two-way', 'up']]);
+  });
+
+  it('a full garbage collection once a minute, nothing else changing', async () => {
+    const gcs = () => [...nodes.values()].map((n) => n.gcs);
+    const before = gcs();
+    await clock.advance(FULL_GC_MS);
+    expect(gcs()).toEqual(before.map((g) => g + 1));
     for (const name of ['a', 'b', 'r']) expect((await neighbors(name)).map((r) => [r.state, r.tunnel?.state]), name).toEqual([['two-way', 'up'], ['two-way', 'up']]);
   });
 
