@@ -55,7 +55,7 @@ export interface AgentDeps {
   /** The routing component (babeld unless a test brings a fake). */
   routing?: (options: ConstructorParameters<typeof RoutingSupervisor>[1]) => RoutingSupervisor;
   /** A full garbage collection, run every FULL_GC_MS (`scrooge run` brings V8's; none in tests). */
-  collectGarbage?: () => void;
+  collectGarbage?: (() => void) | undefined;
 }
 
 export class Agent {
@@ -160,7 +160,10 @@ export class Agent {
       beats++;
       this.pollInterfaces();
       if (every(T.REPLAY_SAVE_MS)) this.state.writeReplay(this.replay.toJSON());
-      if (every(T.FULL_GC_MS)) this.deps.collectGarbage?.();
+      if (every(T.FULL_GC_MS) && this.deps.collectGarbage) {
+        this.deps.collectGarbage();
+        this.log.debug({ rssMiB: Math.round(process.memoryUsage.rss() / 104857.6) / 10 }, 'collected garbage');
+      }
       // Whatever changed: a tunnel interface that vanished (its wireguard-go killed) is rebuilt.
       if (every(T.TUNNEL_CHECK_MS) && this.tunnels && !this.stopping) void this.reconcile.kick();
     });

@@ -1,22 +1,15 @@
 /** `scrooge run`: the daemon in the foreground. */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Agent } from '../../agent/daemon.js';
 import { createLogger } from '../../agent/logging.js';
 import { STOP_BUDGET_MS } from '../../config/tunables.js';
 import { ScroogeError, UsageError } from '../../errors.js';
 import { loadConfig } from '../../system/config-file.js';
+import { v8FullCollection } from '../../system/memory.js';
 import { createRunner } from '../../system/runner.js';
 import { type Command, parseCommandLine } from '../command.js';
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
-/** V8's full collection, as `--expose-gc` gives it (set here, for the daemon only). */
-function fullCollection(): (() => void) | undefined {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as unknown;
-  return typeof gc === 'function' ? () => void (gc as () => void)() : undefined;
-}
 
 export const run: Command = {
   name: 'run',
@@ -39,7 +32,7 @@ unless the config says to leave them).
       throw new ScroogeError('ENOTROOT', 'scrooge run needs root (CAP_NET_ADMIN) to build tunnels and program the kernel',
         'run it as root, or set tunnels.enabled and traffic.enabled to false for discovery only');
     const logger = await createLogger({ level: values['log-level'] ?? config.log.level, pretty: !!values.pretty });
-    const agent = new Agent({ run: createRunner({ logger, timeoutMs: config.commandTimeout }), logger, collectGarbage: fullCollection() }, config);
+    const agent = new Agent({ run: createRunner({ logger, timeoutMs: config.commandTimeout }), logger, collectGarbage: v8FullCollection() }, config);
 
     let stopping = false;
     let stopped!: () => void;
