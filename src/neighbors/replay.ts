@@ -47,7 +47,9 @@ export class ReplayMemory {
 
   /**
    * A fresh message of a sender with a mark, not verified (skipped as redundant): kept (a copy)
-   * for `settle`, the newest only. It moves nothing: `isFresh` answers as before.
+   * for `settle`, the newest only. It moves nothing: `isFresh` answers as before. Unverified, a
+   * forged copy with a higher seq takes the genuine one's place and fails at `settle`: someone on
+   * the link can keep one skipped hello replayable that way, as it was before anything was held.
    */
   hold(sender: string, seq: bigint, datagram: Uint8Array): void {
     if (!this.last.has(sender) || !this.isFresh(sender, seq)) return;

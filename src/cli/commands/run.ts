@@ -10,7 +10,6 @@ import { type Command, parseCommandLine } from '../command.js';
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
-
 export const run: Command = {
   name: 'run',
   summary: 'run the agent (foreground)',
