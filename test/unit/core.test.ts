@@ -26,23 +26,84 @@ describe('discovery', () => {
     expect(b!.tunnelCount()).toBe(1);
   });
 
-  it('answers every hello until the tunnel works, then confirms only every half dead interval', () => {
+  it('answers every hello until the tunnel works, then confirms only every three dead intervals, two-way all along', () => {
     const sim = new MeshSim(21);
     const [a, b] = lan(sim, 2);
     a!.start();
     b!.start();
     sim.run(3000);
     expect(sim.tunneled(a!, b!)).toBe(true);
+    // The first seconds: every hello of b's was answered until a saw the handshake.
     const hellosBefore = b!.core.counters.sent.scrooge_hello;
     const confirmsBefore = a!.core.counters.sent.scrooge_hello_confirm;
-    sim.run(20_000);
+    for (let t = 0; t < 42_000; t += 100) {
+      sim.run(100);
+      expect(a!.core.neighborList()[0]!.state).toBe('two-way');
+      expect(b!.core.neighborList()[0]!.state).toBe('two-way');
+    }
     const hellos = b!.core.counters.sent.scrooge_hello - hellosBefore;
     const confirms = a!.core.counters.sent.scrooge_hello_confirm - confirmsBefore;
-    expect(hellos).toBeGreaterThanOrEqual(16);
-    // 20 s / 1.75 s: about 11, never one per hello.
-    expect(confirms).toBeGreaterThanOrEqual(8);
-    expect(confirms).toBeLessThanOrEqual(13);
-    expect(a!.core.neighborList()[0]!.state).toBe('two-way');
+    expect(hellos).toBeGreaterThanOrEqual(34);
+    // 42 s / 10.5 s (and up to one hello interval more each): about 4, never one per hello.
+    expect(confirms).toBeGreaterThanOrEqual(3);
+    expect(confirms).toBeLessThanOrEqual(5);
+  });
+
+  it('a neighbor that lost its tunnel confirms quickly, gets confirms every half dead interval, and is tunneled again within seconds', () => {
+    const sim = new MeshSim(31);
+    const [a, b] = lan(sim, 2);
+    a!.start();
+    b!.start();
+    sim.run(30_000); // long past the first exchange: a confirms b every 10.5 s
+    expect(sim.tunneled(a!, b!)).toBe(true);
+    // Right after one of a's confirms, so a's next one by the slow rule is 10.5 s away.
+    const sent = a!.core.counters.sent.scrooge_hello_confirm;
+    while (a!.core.counters.sent.scrooge_hello_confirm === sent) sim.run(10);
+    b!.stop(false); // b restarts with nothing in memory: no tunnel, a still has its end
+    sim.run(300);
+    b!.start();
+    const restartAt = sim.now;
+    let back = -1;
+    for (let t = 0; t < 15_000 && back < 0; t += 50) {
+      sim.run(50);
+      if (sim.tunneled(a!, b!)) back = sim.now - restartAt;
+    }
+    // b confirms a's hellos at once (about one a second); a answers b's next hello once it
+    // has seen two of them; b offers. Waiting for a's slow confirm would take up to 10.5 s.
+    expect(back).toBeGreaterThan(0);
+    expect(back).toBeLessThanOrEqual(5000);
+    expect(a!.tunnelCount()).toBe(1);
+    // Tunneled again, both slow down: confirms back to one per three dead intervals.
+    sim.run(10_000);
+    const before = [a!.core.counters.sent.scrooge_hello_confirm, b!.core.counters.sent.scrooge_hello_confirm];
+    sim.run(42_000);
+    expect(a!.core.counters.sent.scrooge_hello_confirm - before[0]!).toBeLessThanOrEqual(5);
+    expect(b!.core.counters.sent.scrooge_hello_confirm - before[1]!).toBeLessThanOrEqual(5);
+  });
+
+  it('a neighbor of the older rule (confirming every half dead interval over a working tunnel) is not mistaken for one that lost its tunnel', () => {
+    const sim = new MeshSim(33);
+    const a = sim.addNode('a', [{ name: 'eth0', segment: 'lan', linkLocal: 'fe80::a' }]);
+    const old = sim.addNode('old', [{ name: 'eth0', segment: 'lan', linkLocal: 'fe80::b' }], { upConfirmIntervalMs: 1750 });
+    a.start();
+    old.start();
+    sim.run(5000);
+    expect(sim.tunneled(a, old)).toBe(true);
+    const before = [a.core.counters.sent.scrooge_hello_confirm, old.core.counters.sent.scrooge_hello_confirm];
+    const eventsBefore = a.events.length;
+    sim.run(20_000);
+    const fromA = a.core.counters.sent.scrooge_hello_confirm - before[0]!;
+    const fromOld = old.core.counters.sent.scrooge_hello_confirm - before[1]!;
+    // 20 s / 1.75 s (and up to one hello interval more each): 7 to 12 from the old node; its
+    // confirms come 1.75 s or more apart, not at once, so a stays at one per 10.5 s.
+    expect(fromOld).toBeGreaterThanOrEqual(7);
+    expect(fromOld).toBeLessThanOrEqual(12);
+    expect(fromA).toBeGreaterThanOrEqual(1);
+    expect(fromA).toBeLessThanOrEqual(3);
+    // Nothing re-negotiated, and a sees the old node two-way all along.
+    expect(sim.tunneled(a, old)).toBe(true);
+    expect(a.events.slice(eventsBefore).filter((e) => e.kind === 'event' && e.event !== 'tunnel-handshake')).toEqual([]);
+    expect(a.core.neighborList()[0]!.state).toBe('two-way');
   });
 
   it('a chain: the ends see only the middle', () => {
@@ -353,14 +414,28 @@ describe('tunnel negotiation', () => {
     expect(nodes.map((n) => [...n.applied.values()].map((t) => toBase64(t.publicKey)).sort().join())).toEqual(keysBefore);
   });
 
-  it('converges with 30 % datagram loss', () => {
-    const sim = new MeshSim(7);
-    sim.loss = 0.3;
-    const nodes = lan(sim, 5);
-    for (const n of nodes) n.start();
-    sim.run(20_000);
-    expect(allPairsTunneled(sim)).toBe(true);
-  });
+  it('converges with 30 % datagram loss: every one of 20 seeds within 60 s, most within 20 s', () => {
+    // One seed says little: any change to what is sent reshuffles which datagrams are lost.
+    // Over 300 seeds (lan-5, both confirm rules) the mean is 15.7 s, about half converge
+    // within 10 s and 70 % within 17 s (offer retries at 1, 3, 7, 15 s make the steps), and
+    // one in 300 takes longer than 60 s.
+    const took: number[] = [];
+    for (let seed = 1; seed <= 20; seed++) {
+      const sim = new MeshSim(seed);
+      sim.loss = 0.3;
+      const nodes = lan(sim, 5);
+      for (const n of nodes) n.start();
+      let t = 0;
+      while (t < 60_000 && !allPairsTunneled(sim)) {
+        sim.run(500);
+        t += 500;
+      }
+      took.push(allPairsTunneled(sim) ? t : Infinity);
+    }
+    expect(took.filter((t) => t === Infinity)).toEqual([]);
+    // 14 of these 20 under both confirm rules.
+    expect(took.filter((t) => t <= 20_000).length).toBeGreaterThanOrEqual(12);
+  }, 30_000);
 
   it('crossing offers end in one tunnel: the lower key wins', () => {
     const sim = new MeshSim(3);
