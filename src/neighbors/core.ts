@@ -556,14 +556,20 @@ export class MeshCore {
    *
    * Measured (issue 13): lan-10 idle, old and new side by side, 120-360 s after convergence:
    * 0.904 and 0.906 % of a core per agent against 1.109 and 1.13 % confirming every half dead
-   * interval (two runs); the median agent also held ~1 MiB less.
+   * interval (two runs); the median agent also held ~1 MiB less. The cost: confirms no longer
+   * refresh `lastHeard` between the hellos verified every half dead interval, so on a lossy
+   * link a neighbor goes quiet (and its tunnel is watched) more often: lan-5 at 30 % loss,
+   * 300 seeds, 2263 quiet spells against 878 before convergence; convergence itself the same
+   * (mean 15.66 against 15.66 s; within 10 s 144 against 153 seeds, within 17 s 215 against 204).
    *
    * Measured and not kept (issue 13): confirming only every half dead interval already while
    * a tunnel exchange is under way (our offer sent, or theirs answered: those unicast messages
    * carry the two-way proof) cut lan-20's agent CPU to convergence by ~12 % (6 A/B pairs, 13.2
    * vs 11.6 CPU-s), but at 30 % datagram loss the median convergence of lan-5 over 30 seeds went
    * from 10 s to 16 s (why is not pinned down: removals, re-negotiations and offers counted
-   * about the same; more runs waited out the 15 s no-handshake re-negotiation). Doing
+   * about the same; more runs waited out the 15 s no-handshake re-negotiation; a later look,
+   * above, found that median flipping between 10 and 16 s on small changes, as half the seeds
+   * sit on either side of it: 30 seeds cannot tell these apart, 300 can). Doing
    * so only once our end knows the peer's key saved ~3 % (4 pairs, within the noise) and still
    * moved that median to 16 s (with a shorter tail: 32 s at worst against 60+ s).
    */
