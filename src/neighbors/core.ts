@@ -569,7 +569,12 @@ export class MeshCore {
    * from 10 s to 16 s (why is not pinned down: removals, re-negotiations and offers counted
    * about the same; more runs waited out the 15 s no-handshake re-negotiation; a later look,
    * above, found that median flipping between 10 and 16 s on small changes, as half the seeds
-   * sit on either side of it: 30 seeds cannot tell these apart, 300 can). Doing
+   * sit on either side of it: 30 seeds cannot tell these apart, 300 can). Tried again on top
+   * of the slow confirms once the tunnel works: 300 seeds at 30 % loss converged the same
+   * (mean 15.4 against 15.7 s) but removed and re-added neighbors more often (57 against 33
+   * removals: fewer confirms refresh `lastHeard` while nothing is handshaken yet), and lan-20's
+   * agent CPU to convergence did not move (3 alternating pairs: 20.9/16.2/16.2 CPU-s against
+   * 23.1/14.7/15.9). Doing
    * so only once our end knows the peer's key saved ~3 % (4 pairs, within the noise) and still
    * moved that median to 16 s (with a shorter tail: 32 s at worst against 60+ s).
    */
