@@ -191,7 +191,7 @@ describe('nothing new over a working tunnel (PROTOCOL.md §6): not verified', ()
     expect(a!.core.counters.received.scrooge_hello).toBe(b!.core.counters.sent.scrooge_hello);
   });
 
-  it('a forged copy changes nothing inside the half interval, fails verification after it, and the genuine hello after it is verified', () => {
+  it('a forged copy changes nothing but lastHeard inside the half interval, fails verification after it, and the genuine hello after it is verified', () => {
     const { sim, a, b } = pair(7);
     // Wait for a hello of b's that a verified (its seq is a's record for b).
     let hello: Uint8Array | undefined;
@@ -209,17 +209,53 @@ describe('nothing new over a working tunnel (PROTOCOL.md §6): not verified', ()
     // Same head, a fresh seq, a signature that is not b's.
     const forged = encodeMessage({ ...d.message, seq: d.message.seq + 1000n }, () => new Uint8Array(64).fill(7)).bytes;
     const snapshot = () => JSON.stringify(a.core.neighborList(), (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+    const verifiedAt = a.core.neighborList()[0]!.lastHeard;
     const before = snapshot();
     const skipped = a.core.counters.redundant.scrooge_hello;
     a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, sim.now);
     expect(a.core.counters.redundant.scrooge_hello).toBe(skipped + 1);
-    expect(snapshot()).toBe(before);
-    // After the half dead interval the same bytes meet the signature check.
+    // Nothing but lastHeard, and that no further than the verified hello + half a dead interval.
+    const withoutHeard = (text: string) => text.replace(/"lastHeard":[\d.]+/g, '');
+    expect(withoutHeard(snapshot())).toBe(withoutHeard(before));
+    expect(a.core.neighborList()[0]!.lastHeard).toBe(sim.now);
+    // After the half dead interval the same bytes meet the signature check and move nothing.
     const lastHeard = a.core.neighborList()[0]!.lastHeard;
     const bad = a.core.counters.dropped['bad-signature'] ?? 0;
-    a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, lastHeard + 1750);
+    a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, verifiedAt + 1750);
     expect(a.core.counters.dropped['bad-signature']).toBe(bad + 1);
     expect(a.core.neighborList()[0]!.lastHeard).toBe(lastHeard);
+  });
+
+  it('forged copies keep a departed neighbor from going quiet for half a dead interval at most', () => {
+    const { sim, a, b } = pair(9);
+    // b's newest hello that a verified, then b stops for good; a forger repeats that hello
+    // with fresh seqs (and a bad signature) every 100 ms.
+    let hello: Uint8Array | undefined;
+    for (let i = 0; i < 50 && !hello; i++) {
+      sim.run(100);
+      const lastSeq = a.core.neighborList()[0]!.lastSeq;
+      hello = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).map((w) => w.bytes).find((bytes) => {
+        const d = decodeMessage(bytes);
+        return d.ok && d.message.seq === lastSeq && sim.now - a.core.neighborList()[0]!.lastHeard < 100;
+      });
+    }
+    expect(hello).toBeDefined();
+    const d = decodeMessage(hello!);
+    if (!d.ok) throw new Error('undecodable');
+    const verifiedAt = a.core.neighborList()[0]!.lastHeard;
+    b.stop(false);
+    let quietAt = -1;
+    for (let i = 1; i <= 100 && quietAt < 0; i++) {
+      const forged = encodeMessage({ ...d.message, seq: d.message.seq + BigInt(1000 + i) }, () => new Uint8Array(64).fill(7)).bytes;
+      a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, sim.now);
+      sim.run(100);
+      const row = a.core.neighborList()[0];
+      if (!row || row.state === 'quiet') quietAt = sim.now;
+    }
+    expect(quietAt).toBeGreaterThan(0);
+    // The dead interval (3.5 s) after the last skipped copy, that one within 1.75 s of the
+    // verified hello; one 100 ms step of slack.
+    expect(quietAt - verifiedAt).toBeLessThanOrEqual(1750 + 3500 + 100);
   });
 
   it('a replay of the verified hello is dropped as stale, not skipped', () => {
