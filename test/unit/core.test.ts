@@ -191,23 +191,25 @@ describe('nothing new over a working tunnel (PROTOCOL.md §6): not verified', ()
     expect(a!.core.counters.received.scrooge_hello).toBe(b!.core.counters.sent.scrooge_hello);
   });
 
-  it('a forged copy changes nothing but lastHeard inside the half interval, fails verification after it, and the genuine hello after it is verified', () => {
-    const { sim, a, b } = pair(7);
-    // Wait for a hello of b's that a verified (its seq is a's record for b).
-    let hello: Uint8Array | undefined;
-    for (let i = 0; i < 50 && !hello; i++) {
+  /** Runs until a has just verified a hello of b's (its seq is a's record for b); that hello. */
+  function verifiedHello(sim: MeshSim, a: SimNode, b: SimNode) {
+    for (let i = 0; i < 50; i++) {
       sim.run(100);
       const lastSeq = a.core.neighborList()[0]!.lastSeq;
-      hello = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).map((w) => w.bytes).find((bytes) => {
-        const d = decodeMessage(bytes);
-        return d.ok && d.message.seq === lastSeq && sim.now - a.core.neighborList()[0]!.lastHeard < 100;
-      });
+      for (const w of sim.wire) {
+        if (w.from !== b || !w.to.startsWith('ff02')) continue;
+        const d = decodeMessage(w.bytes);
+        if (d.ok && d.message.seq === lastSeq && sim.now - a.core.neighborList()[0]!.lastHeard < 100) return d.message;
+      }
     }
-    expect(hello).toBeDefined();
-    const d = decodeMessage(hello!);
-    if (!d.ok) throw new Error('undecodable');
+    throw new Error('no verified hello of b in 5 s');
+  }
+
+  it('a forged copy changes nothing but lastHeard inside the half interval, fails verification after it, and the genuine hello after it is verified', () => {
+    const { sim, a, b } = pair(7);
+    const hello = verifiedHello(sim, a, b);
     // Same head, a fresh seq, a signature that is not b's.
-    const forged = encodeMessage({ ...d.message, seq: d.message.seq + 1000n }, () => new Uint8Array(64).fill(7)).bytes;
+    const forged = encodeMessage({ ...hello, seq: hello.seq + 1000n }, () => new Uint8Array(64).fill(7)).bytes;
     const snapshot = () => JSON.stringify(a.core.neighborList(), (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
     const verifiedAt = a.core.neighborList()[0]!.lastHeard;
     const before = snapshot();
@@ -230,23 +232,12 @@ describe('nothing new over a working tunnel (PROTOCOL.md §6): not verified', ()
     const { sim, a, b } = pair(9);
     // b's newest hello that a verified, then b stops for good; a forger repeats that hello
     // with fresh seqs (and a bad signature) every 100 ms.
-    let hello: Uint8Array | undefined;
-    for (let i = 0; i < 50 && !hello; i++) {
-      sim.run(100);
-      const lastSeq = a.core.neighborList()[0]!.lastSeq;
-      hello = sim.wire.filter((w) => w.from === b && w.to.startsWith('ff02')).map((w) => w.bytes).find((bytes) => {
-        const d = decodeMessage(bytes);
-        return d.ok && d.message.seq === lastSeq && sim.now - a.core.neighborList()[0]!.lastHeard < 100;
-      });
-    }
-    expect(hello).toBeDefined();
-    const d = decodeMessage(hello!);
-    if (!d.ok) throw new Error('undecodable');
+    const hello = verifiedHello(sim, a, b);
     const verifiedAt = a.core.neighborList()[0]!.lastHeard;
     b.stop(false);
     let quietAt = -1;
     for (let i = 1; i <= 100 && quietAt < 0; i++) {
-      const forged = encodeMessage({ ...d.message, seq: d.message.seq + BigInt(1000 + i) }, () => new Uint8Array(64).fill(7)).bytes;
+      const forged = encodeMessage({ ...hello, seq: hello.seq + BigInt(1000 + i) }, () => new Uint8Array(64).fill(7)).bytes;
       a.core.receive(forged, { address: 'fe80::2', iface: 'eth0' }, sim.now);
       sim.run(100);
       const row = a.core.neighborList()[0];
