@@ -532,8 +532,7 @@ export class MeshCore {
    */
   private redundant(h: { senderKey: string; head: Uint8Array; seq: bigint }, address: string, iface: string, now: number): boolean {
     const n = this.neighbors.get(h.senderKey);
-    const t = n?.tunnel;
-    if (!n || n.quiet || t?.phase !== 'up' || t.handshakeAt === undefined) return false;
+    if (!n || !this.tunnelWorks(n)) return false;
     const p = n.paths.get(iface);
     if (!p || p.linkLocal !== address) return false;
     const window = this.options.deadIntervalMs / 2;
