@@ -38,6 +38,9 @@ export function linkLocalsFromProc(text: string, only?: ReadonlySet<string>): Ma
   return out;
 }
 
+/** The last file read and what it said: the file rarely changes between polls. */
+let parsed: { text: string; names: string; ll: Map<string, string> } | undefined;
+
 export function meshInterfacesNow(names: readonly string[]): MeshInterface[] {
   let text: string;
   try {
@@ -45,7 +48,9 @@ export function meshInterfacesNow(names: readonly string[]): MeshInterface[] {
   } catch {
     return fromGetifaddrs(names);
   }
-  const ll = linkLocalsFromProc(text, new Set(names));
+  const key = names.join('\n');
+  if (parsed?.text !== text || parsed.names !== key) parsed = { text, names: key, ll: linkLocalsFromProc(text, new Set(names)) };
+  const ll = parsed.ll;
   return names.flatMap((name) => {
     const state = operstate(name);
     if (state === undefined || !RUNNING.has(state)) return [];
