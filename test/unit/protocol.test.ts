@@ -2,7 +2,7 @@ import { ed25519, x25519 } from '@noble/curves/ed25519.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  canonicalIPv6, decodeMessage, encodeMessage, formatEndpoint, identityFromSeed, isStrictPublicKey,
+  canonicalIPv6, decodeMessage, encodeMessage, formatEndpoint, identityFromSeed, isLinkLocalUnicast, isStrictPublicKey,
   MAX_DATAGRAM_BYTES, parseEndpoint, toBase64, Verifier, U64_MAX,
   type Endpoint, type Message,
 } from '../../src/protocol/index.js';
@@ -172,6 +172,15 @@ describe('codec properties', () => {
     expect(canonicalIPv6('2001:db8:0:1:1:1:1:1')).toBe('2001:db8:0:1:1:1:1:1');
     expect(canonicalIPv6('::')).toBe('::');
     expect(canonicalIPv6('1::2::3')).toBeUndefined();
+  });
+
+  it('link-local: fe80::/10 in any spelling, nothing else', () => {
+    for (const t of ['fe80::1', 'FE80::1', 'fe80:0:0:0:0:0:0:1', 'febf:ffff::1', 'fe9a::']) expect(isLinkLocalUnicast(t), t).toBe(true);
+    for (const t of ['fec0::1', 'fe8::1', 'fe7f::1', '::ffff:fe80:1', '2001:db8::fe80', 'fe80::1%eth0', 'fe80::g', '']) expect(isLinkLocalUnicast(t), t).toBe(false);
+    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 }), (g) => {
+      const text = g.map((x) => x.toString(16)).join(':');
+      expect(isLinkLocalUnicast(text)).toBe((g[0]! & 0xffc0) === 0xfe80);
+    }), { numRuns: 2000 });
   });
 });
 
