@@ -15,8 +15,9 @@ export const HELLO_JITTER = 0.25;
 /** Quiet after 3.5 hellos missed: three lost datagrams in a row are not a departure. */
 export const DEAD_INTERVAL_HELLOS = 3.5;
 /**
- * Once a tunnel works, a neighbor's hellos are confirmed every 3 dead intervals (10.5 s), not
- * every half one: the handshakes prove the link two-way (PROTOCOL.md §6; measured in core.ts).
+ * Once a tunnel works, a neighbor's hellos are confirmed, and so verified, every 3 dead
+ * intervals (10.5 s), not every half one: the handshakes prove the link two-way (PROTOCOL.md
+ * §6; measured in core.ts).
  */
 export const UP_CONFIRM_DEAD_INTERVALS = 3;
 /** Bound on the neighbor table: a LAN of 256 routers is far past any real mesh segment. */

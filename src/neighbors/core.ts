@@ -35,9 +35,8 @@ export interface CoreOptions {
   deadIntervalMs: number;
   /**
    * Once a tunnel works, a neighbor's hellos are confirmed (and so verified) this often
-   * (PROTOCOL.md §6); by
-   * default UP_CONFIRM_DEAD_INTERVALS dead intervals. A test sets it to build a node of the
-   * older rule (half a dead interval).
+   * (PROTOCOL.md §6); by default UP_CONFIRM_DEAD_INTERVALS dead intervals. A test sets it to
+   * build a node of the older rule (half a dead interval).
    */
   upConfirmIntervalMs?: number;
   maxNeighbors: number;
