@@ -267,8 +267,9 @@ describe.skipIf(!isRoot)('discovery daemon (netns, root)', () => {
     // beside its agent): they pass the address rule and are stopped by the replay check.
     const besideA = await stationBeside(run.nodes['A']!);
     // Stale for B and R once each has accepted a later message of A's. Over a working tunnel
-    // each verifies at most one of A's hellos per half dead interval (PROTOCOL.md §6 "Nothing
+    // each verifies one of A's hellos per confirm interval, 10.5 s (PROTOCOL.md §6 "Nothing
     // new"): a copy of a hello it skipped, before it accepted anything newer, is skipped again.
+    // So the wait is that interval, one jittered hello interval (1.25 s) and some slack.
     const capturedSeq = (() => {
       const d = decodeMessage(capturedA);
       return d.ok ? d.message.seq : 0n;
@@ -279,7 +280,7 @@ describe.skipIf(!isRoot)('discovery daemon (netns, root)', () => {
         if (!row?.lastSeq || BigInt(row.lastSeq) < capturedSeq) return false;
       }
       return true;
-    });
+    }, 10_500 + 1250 + 3000);
     await attack("replays from A's own address", [capturedA, capturedA], {
       A: {},
       B: { 'stale-seq': 2 },
