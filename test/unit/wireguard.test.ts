@@ -61,10 +61,10 @@ describe('wg show all dump', () => {
 });
 
 describe('wireguard-go time budgets', () => {
-  it('are 5 s to start and 3 s per UAPI exchange at the default commandTimeout, and grow with a larger one', () => {
-    expect(userspaceTimeouts(10_000)).toEqual({ startMs: 5000, uapiMs: 3000 });
-    expect(userspaceTimeouts(0)).toEqual({ startMs: 5000, uapiMs: 3000 });
-    expect(userspaceTimeouts(1000)).toEqual({ startMs: 5000, uapiMs: 3000 });
-    expect(userspaceTimeouts(120_000)).toEqual({ startMs: 60_000, uapiMs: 36_000 });
+  it('are 15 s to start and 10 s per UAPI exchange at the default commandTimeout, and grow with a larger one', () => {
+    expect(userspaceTimeouts(10_000)).toEqual({ startMs: 15_000, uapiMs: 10_000 });
+    expect(userspaceTimeouts(0)).toEqual({ startMs: 15_000, uapiMs: 10_000 });
+    expect(userspaceTimeouts(1000)).toEqual({ startMs: 15_000, uapiMs: 10_000 });
+    expect(userspaceTimeouts(120_000)).toEqual({ startMs: 180_000, uapiMs: 120_000 });
   });
 });

@@ -30,12 +30,16 @@ export interface UserspaceTimeouts {
 }
 
 /**
- * Half and three tenths of commandTimeout, and never less than 5 s and 3 s (the budgets at the
- * default 10 s): a router starved of CPU (or a VM under TCG, where 20 agents starting at once
- * made 600 UAPI exchanges time out at 3 s) raises commandTimeout and these follow.
+ * One and a half and one commandTimeout, and never less than 15 s and 10 s (the budgets at the
+ * default 10 s). Slow is not failed: a daemon that is alive but has no socket yet, or has not
+ * answered yet, is nearly always a starved one (the kernel's rtnl lock is one for the whole
+ * machine: on grid-100, 100 agents and 360 daemons starting on 2 cores, `ip -batch` took 3.3 s
+ * in the median and daemons up to 5.7 s to show their socket). Giving up sooner (it was 5 s and
+ * 3 s) made a retry, with its back-off, of a third of those tunnels, and more load. A router
+ * starved for longer (a VM under TCG) raises commandTimeout and these follow.
  */
 export function userspaceTimeouts(commandTimeoutMs: number): UserspaceTimeouts {
-  return { startMs: Math.max(5000, Math.round(commandTimeoutMs / 2)), uapiMs: Math.max(3000, Math.round(commandTimeoutMs * 0.3)) };
+  return { startMs: Math.max(15_000, Math.round(commandTimeoutMs * 1.5)), uapiMs: Math.max(10_000, commandTimeoutMs) };
 }
 
 export interface UserspaceHost extends WireGuardHost {
@@ -66,7 +70,10 @@ export class UserspaceBackend extends BaseBackend {
   private daemon(ifname: string): Promise<void> {
     let p = this.starting.get(ifname);
     if (!p) {
-      p = this.host.startDaemon(ifname).finally(() => this.starting.delete(ifname));
+      const started = performance.now();
+      p = this.host.startDaemon(ifname).then(
+        () => this.log?.debug({ ifname, ms: Math.round(performance.now() - started) }, 'wireguard-go started'),
+      ).finally(() => this.starting.delete(ifname));
       this.starting.set(ifname, p);
     }
     return p;
@@ -156,6 +163,7 @@ export function userspaceHost(run: Runner, logFile: string, timeouts: UserspaceT
       const socket = join(USERSPACE_SOCKET_DIR, `${ifname}.sock`);
       const fd = openSync(logFile, 'a', 0o600);
       let exited: string | undefined;
+      let pid: number | undefined;
       try {
         const child = spawn('wireguard-go', ['-f', ifname], {
           detached: true,
@@ -165,6 +173,7 @@ export function userspaceHost(run: Runner, logFile: string, timeouts: UserspaceT
         child.once('error', (err) => { exited = err.message; });
         child.once('exit', (code, signal) => { exited ??= `exited ${code ?? signal}`; });
         child.unref();
+        pid = child.pid;
       } finally {
         closeSync(fd);
       }
@@ -175,7 +184,17 @@ export function userspaceHost(run: Runner, logFile: string, timeouts: UserspaceT
       for (;;) {
         if (await exists(socket)) return;
         if (exited) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} ${exited} (see ${logFile})`);
-        if (Date.now() > deadline) throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within ${timeouts.startMs / 1000} s (see ${logFile})`);
+        if (Date.now() > deadline) {
+          // Gone for good: a late socket would only race the next attempt's daemon.
+          if (pid !== undefined) {
+            try {
+              process.kill(-pid, 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+          throw new ScroogeError('EWIREGUARD', `wireguard-go ${ifname} did not start within ${timeouts.startMs / 1000} s (see ${logFile})`);
+        }
         await socketEvent(`${ifname}.sock`, 100);
       }
     },
