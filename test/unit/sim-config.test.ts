@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import type { CliIO } from '../../src/cli/command.js';
 import { parseConfig } from '../../src/config/config.js';
-import { agentConfig, probeTimeoutMs } from '../../src/sim/agents.js';
+import { agentConfig, agentEnv, probeTimeoutMs } from '../../src/sim/agents.js';
 import { MESH4_PREFIX, currentHook, hookScript, nodeConfig, nodeSetup, simMeshAddress4, withHooks } from '../../src/sim/nodeconfig.js';
 import { planRun } from '../../src/sim/plan.js';
 import { parseScenario, runsAgent, type Topology } from '../../src/sim/scenario.js';
@@ -211,5 +211,14 @@ describe('the harness probe timeout', () => {
     expect(probeTimeoutMs(2000, 0)).toBe(2000);
     expect(probeTimeoutMs(2000, 20_000)).toBe(2000);
     expect(probeTimeoutMs(3000, 600_000)).toBe(20_000);
+  });
+});
+
+describe('the agents\' environment', () => {
+  it('is the sim\'s less NODE_EXTRA_CA_CERTS (a CA bundle parsed at every start, for no TLS), and the sim\'s own is left as it was', () => {
+    const env = { PATH: '/usr/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', NODE_OPTIONS: '--max-old-space-size=64', SCROOGE_V8_FLAGS: '' };
+    expect(agentEnv(env)).toEqual({ PATH: '/usr/bin', NODE_OPTIONS: '--max-old-space-size=64', SCROOGE_V8_FLAGS: '' });
+    expect(env.NODE_EXTRA_CA_CERTS).toBe('/etc/ssl/certs/ca-certificates.crt');
+    expect(agentEnv({ PATH: '/bin' })).toEqual({ PATH: '/bin' });
   });
 });

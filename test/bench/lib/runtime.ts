@@ -15,7 +15,7 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { controlRequest } from '../../../src/agent/control.js';
-import { agentConfig, scroogeEntry } from '../../../src/sim/agents.js';
+import { agentConfig, agentEnv, scroogeEntry } from '../../../src/sim/agents.js';
 import { downRun, upRun } from '../../../src/sim/build.js';
 import { controlSocketPath, isAlive, logsDir, nodeDir } from '../../../src/sim/run.js';
 import { deviceByName } from '../../../src/sim/scenario.js';
@@ -41,11 +41,14 @@ export async function resolveRuntime(runner: Runner, spec: string): Promise<Runt
   return { spec, path, version: stdout.trim() };
 }
 
-/** CPU (user + sys, ms) of `BINARY -e 0`, measured by bash's `time` (getrusage of the child). */
+/**
+ * CPU (user + sys, ms) of `BINARY -e 0`, measured by bash's `time` (getrusage of the child), in
+ * the environment the sim gives its agents (agentEnv): what their own start-up is measured against.
+ */
 export function bareStartupCpuMs(binary: string, runs = 7): { medianMs: number; samplesMs: number[] } {
   const samplesMs: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const r = spawnSync('bash', ['-c', 'TIMEFORMAT="%3U %3S"; time "$0" -e 0', binary], { encoding: 'utf8' });
+    const r = spawnSync('bash', ['-c', 'TIMEFORMAT="%3U %3S"; time "$0" -e 0', binary], { encoding: 'utf8', env: agentEnv() });
     const m = /(\d+\.\d+) (\d+\.\d+)\s*$/.exec(r.stderr);
     if (r.status !== 0 || !m) throw new Error(`${binary} -e 0 failed: ${r.stderr.trim()}`);
     samplesMs.push(Math.round((Number(m[1]) + Number(m[2])) * 1000));
@@ -58,9 +61,9 @@ export async function bareRssMiB(binary: string, settleMs = 1500): Promise<numbe
   return (await bareMemoryMiB(binary, settleMs)).rss;
 }
 
-/** A bare process's RSS and anonymous memory, MiB. */
+/** A bare process's RSS and anonymous memory, MiB (in the agents' environment, agentEnv). */
 export async function bareMemoryMiB(binary: string, settleMs = 1500): Promise<{ rss: number; anon: number }> {
-  const child = spawn(binary, ['-e', 'setInterval(()=>{},1e3)'], { stdio: 'ignore' });
+  const child = spawn(binary, ['-e', 'setInterval(()=>{},1e3)'], { stdio: 'ignore', env: agentEnv() });
   try {
     await sleep(settleMs);
     return { rss: rssMiB(child.pid!), anon: anonMiB(child.pid!) };
@@ -99,7 +102,7 @@ export async function loneAgent(runner: Runner, binary: string, idleMs = 5000): 
     const started = performance.now();
     let pid: number;
     try {
-      const child = spawn('ip', ['netns', 'exec', run.nodes[node]!, binary, scroogeEntry(), 'run', '--config', join(dir, 'config.json')], { stdio: ['ignore', log, log] });
+      const child = spawn('ip', ['netns', 'exec', run.nodes[node]!, binary, scroogeEntry(), 'run', '--config', join(dir, 'config.json')], { stdio: ['ignore', log, log], env: agentEnv() });
       child.on('error', () => undefined);
       pid = child.pid!;
     } finally {
