@@ -298,6 +298,16 @@ describe.skipIf(!isRoot)('per-neighbor WireGuard tunnels (netns, root)', () => {
     expect(daemonsOf(n2Ifnames)).toEqual(daemonsBefore);
     const adopted = agentLog(run.id, 'n2').filter((l) => l.msg === 'adopted tunnels from the previous run' && l.time >= startedAt);
     expect(adopted.map((l) => sorted(l['tunnels'] as string[]))).toEqual([sorted(n2Ifnames)]);
+    // Their tc trees, ours from before the crash, are built again by the new agent (it knows
+    // nothing it applied): the same tree, and no failed apply on the way.
+    for (const ifname of n2Ifnames) {
+      await until(`${ifname}'s tc tree`, async () => {
+        const roots = (JSON.parse((await runner(['tc', '-j', 'qdisc', 'show', 'dev', ifname], { netns: ns('n2') })).stdout || '[]') as { kind: string; handle: string; root?: boolean }[]).filter((q) => q.root);
+        const classes = (await runner(['tc', 'class', 'show', 'dev', ifname], { netns: ns('n2') })).stdout;
+        return roots.length === 1 && roots[0]!.kind === 'htb' && roots[0]!.handle === '5c:' && /class htb 5c:1 root /.test(classes) && /class htb 5c:10 parent 5c:1 /.test(classes);
+      }, 5000);
+    }
+    expect(agentLog(run.id, 'n2').filter((l) => l.msg === 'applying traffic control failed; will retry' && l.time >= startedAt)).toEqual([]);
     // Ping both ways over both tunnels.
     for (const t of await tunnels(run.id, 'n2')) await pingOver(ns('n2'), addr[byKey[t.neighbor]!]!, t.ifname);
     for (const n of ['n1', 'n3']) {
