@@ -9,13 +9,15 @@
  * namespaces it creates (ids `t<hex>`), its own wireguard-go interfaces (names carry the run id),
  * loopback, and its own temporary SCROOGE_SIM_DIR.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HELLO, HELLO_CONFIRM, TUNNEL_CONFIRM, decodeMessage, fromBase64Strict } from '../../src/protocol/index.js';
 import { listNamespaces } from '../../src/sim/build.js';
 import { USERSPACE_SOCKET_DIR } from '../../src/system/wireguard/index.js';
+import { userspaceHost } from '../../src/system/wireguard/userspace.js';
 import { HIGH_SEQ, hello, helloConfirm, randomIdentity, tunnelOffer } from './forge.js';
 import {
   type Background,
@@ -298,8 +300,9 @@ describe.skipIf(!isRoot)('per-neighbor WireGuard tunnels (netns, root)', () => {
     expect(daemonsOf(n2Ifnames)).toEqual(daemonsBefore);
     const adopted = agentLog(run.id, 'n2').filter((l) => l.msg === 'adopted tunnels from the previous run' && l.time >= startedAt);
     expect(adopted.map((l) => sorted(l['tunnels'] as string[]))).toEqual([sorted(n2Ifnames)]);
-    // Their tc trees, ours from before the crash, are built again by the new agent (it knows
-    // nothing it applied): the same tree, and no failed apply on the way.
+    // Their tc trees are whole after the restart (one htb root, its classes), and the new agent,
+    // which knows nothing it applied and so builds them again over the old ones, had no failed
+    // apply on the way.
     for (const ifname of n2Ifnames) {
       await until(`${ifname}'s tc tree`, async () => {
         const roots = (JSON.parse((await runner(['tc', '-j', 'qdisc', 'show', 'dev', ifname], { netns: ns('n2') })).stdout || '[]') as { kind: string; handle: string; root?: boolean }[]).filter((q) => q.root);
@@ -314,6 +317,29 @@ describe.skipIf(!isRoot)('per-neighbor WireGuard tunnels (netns, root)', () => {
       const [t] = await tunnels(run.id, n);
       await pingOver(ns(n), addr['n2']!, t!.ifname);
       expect(events(run.id, n, 'tunnel-removed')).toEqual([]);
+    }
+  });
+
+  it('a wireguard-go that never makes its socket is given up on after the start budget, and killed', async () => {
+    // A stand-in on PATH that lives on without a socket: a daemon hung at start.
+    const dir = mkdtempSync(join(tmpdir(), 'scrooge-fakewg-'));
+    const pidFile = join(dir, 'pid');
+    writeFileSync(join(dir, 'wireguard-go'), `#!/bin/sh\necho $$ > ${pidFile}\nexec sleep 60\n`, { mode: 0o755 });
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${dir}:${path}`;
+    let pid = 0;
+    try {
+      const host = userspaceHost(runner, join(dir, 'wireguard-go.log'), { startMs: 500, uapiMs: 1000 });
+      const ifname = `sczz${randomBytes(5).toString('hex')}`;
+      await expect(host.startDaemon(ifname)).rejects.toThrow(/did not start within 0\.5 s/);
+      pid = Number(readFileSync(pidFile, 'utf8'));
+      expect(pid).toBeGreaterThan(0);
+      // Killed, not left to make its socket later under the next attempt's daemon (reaped: gone).
+      await until(`the stand-in wireguard-go ${pid} to be gone`, async () => !existsSync(`/proc/${pid}`), 3000);
+    } finally {
+      process.env['PATH'] = path;
+      if (pid > 0 && existsSync(`/proc/${pid}`)) process.kill(pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
