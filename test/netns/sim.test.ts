@@ -2,7 +2,7 @@
  * `scrooge sim` on real namespaces (issue 3, "Must show"). Needs root; touches only namespaces
  * it creates (ids `t<hex>`), loopback, and its own temporary SCROOGE_SIM_DIR.
  */
-import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -53,6 +53,22 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 }
 
 describe.skipIf(!isRoot)('scrooge sim (netns, root)', () => {
+  it('agents run without NODE_EXTRA_CA_CERTS (a CA bundle parsed at every start, for no TLS), with the rest of the environment', async () => {
+    const before = process.env['NODE_EXTRA_CA_CERTS'];
+    process.env['NODE_EXTRA_CA_CERTS'] = '/etc/ssl/certs/ca-certificates.crt';
+    try {
+      const { run } = await upWithAgents('two-nodes.xml');
+      for (const { pid } of Object.values(run.agents.pids)) {
+        const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => kv.split('=')[0]);
+        expect(env).toContain('PATH');
+        expect(env).not.toContain('NODE_EXTRA_CA_CERTS');
+      }
+    } finally {
+      if (before === undefined) delete process.env['NODE_EXTRA_CA_CERTS'];
+      else process.env['NODE_EXTRA_CA_CERTS'] = before;
+    }
+  });
+
   it('two-nodes: the nodes reach each other on link-local, IPv4 and IPv6 addresses', async () => {
     await withSim('two-nodes.xml', async ({ run }) => {
       const [n1, n2] = [run.nodes['n1']!, run.nodes['n2']!];
