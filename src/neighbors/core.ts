@@ -105,7 +105,7 @@ export type CoreEvent =
   | { event: 'neighbor-back'; neighbor: string }
   | { event: 'neighbor-removed'; neighbor: string; reason: string }
   | { event: 'neighbor-evicted'; neighbor: string }
-  | { event: 'tunnel-offer'; neighbor: string; ifname: string; attempt: number; rekey: boolean }
+  | { event: 'tunnel-offer'; neighbor: string; ifname: string; attempt: number; rekey: boolean; again?: true }
   | { event: 'tunnel-answer'; neighbor: string; ifname: string }
   | { event: 'tunnel-configured'; neighbor: string; ifname: string; role: TunnelRole }
   | { event: 'tunnel-handshake'; neighbor: string; ifname: string; afterMs: number }
@@ -183,6 +183,8 @@ interface TunnelState {
   iface: string;
   attempts: number;
   nextRetryAt: number;
+  /** When the offer last went out (retries, and answers to a crossing offer). */
+  offeredAt: number;
   configuredAt: number;
   rekeyAt: number;
   handshakeAt: number | undefined;
@@ -203,7 +205,7 @@ function newTunnel(
   now: number,
 ): TunnelState {
   return {
-    generation: 1, appliedGeneration: 0, offered: undefined, attempts: 0, nextRetryAt: now, configuredAt: now,
+    generation: 1, appliedGeneration: 0, offered: undefined, attempts: 0, nextRetryAt: now, offeredAt: -Infinity, configuredAt: now,
     rekeyAt: Infinity, handshakeAt: undefined, rxBytes: 0, rxChangedAt: now, observedAt: 0, confirm: undefined,
     setupFailures: 0, setupRetryAt: 0,
     ...fields,
@@ -736,23 +738,45 @@ export class MeshCore {
     n.tunnel = t;
     const actions: Action[] = [];
     if (old && reason !== 'new') actions.push({ kind: 'event', event: 'tunnel-renegotiate', neighbor: n.key, ifname: t.ifname, reason });
-    // The offer goes out once our end listens (tunnelApplied), or now for a re-key.
+    // The offer goes out at once, while our end is still being made: the neighbor makes its end
+    // meanwhile, so the two makings overlap instead of following each other. Its WireGuard may
+    // knock before ours listens; ours knocks itself once the confirm gives it the peer.
     actions.push(...this.sendOfferIfDue(n, now));
     return actions;
   }
 
   private sendOfferIfDue(n: NeighborState, now: number): Action[] {
     const t = n.tunnel;
-    if (!t || t.phase !== 'offering' || !t.offered || t.appliedGeneration !== t.generation || now < t.nextRetryAt) return [];
+    if (!t || t.phase !== 'offering' || !t.offered || now < t.nextRetryAt) return [];
     const target = this.unicastTarget(n, t.iface);
     if (!target) return [];
     t.attempts++;
     t.nextRetryAt = now + this.backoff(t.attempts);
+    return this.offerActions(n, t, target, now, false);
+  }
+
+  /**
+   * The neighbor offers while our own offer to it is unanswered and ours wins the crossing: it
+   * never had ours (lost), or it answered and gave up waiting once that answer was lost. Ours
+   * goes again at once, not at the next retry (up to retryMaxMs away), and the backoff is left
+   * alone; at most once per retryMinMs. Measured (MeshSim, lan-5 at 30 % loss, 500 seeds):
+   * without it, every run past 60 s was such a pair, the lower node's retries lost one after
+   * the other while the higher node's offers reached it and were ignored.
+   */
+  private answerCrossing(n: NeighborState, now: number): Action[] {
+    const t = n.tunnel;
+    if (!t || t.phase !== 'offering' || !t.offered || t.attempts === 0 || now - t.offeredAt < this.options.tunnels.retryMinMs) return [];
+    const target = this.unicastTarget(n, t.iface);
+    return target ? this.offerActions(n, t, target, now, true) : [];
+  }
+
+  private offerActions(n: NeighborState, t: TunnelState, target: { control: Endpoint; ownAddress: string }, now: number, again: boolean): Action[] {
+    t.offeredAt = now;
     return [
-      { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered.privateKey },
+      { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered!.privateKey, ...(again ? { again } : {}) },
       this.send(t.iface, target.control, {
         type: TUNNEL, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
-        tunnelKey: t.offered.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
+        tunnelKey: t.offered!.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
       }, n.key),
     ];
   }
@@ -765,7 +789,7 @@ export class MeshCore {
       // Crossing offers: the lower identity key's offer wins (PROTOCOL.md §6).
       if (compareBytes(this.deps.identity.publicKey, n.publicKey) < 0) {
         this.drop('offer-crossed');
-        return [{ kind: 'event', event: 'offer-crossed', neighbor: n.key, winner: 'us' }];
+        return [{ kind: 'event', event: 'offer-crossed', neighbor: n.key, winner: 'us' }, ...this.answerCrossing(n, now)];
       }
     } else if (t?.active.peer && bytesEqual(t.active.peer.tunnelKey, m.tunnelKey)) {
       // A retransmitted offer: our confirm was lost. Answer again, change nothing.
@@ -1030,7 +1054,7 @@ export class MeshCore {
         if (o.tunnels.enabled && n.twoWayAt !== undefined && portFree && this.preferredPath(n)) at(now + 1000 / T.NEW_TUNNELS_PER_SECOND);
         continue;
       }
-      if (t.phase === 'offering' && t.offered && t.appliedGeneration === t.generation && (t.nextRetryAt > now || this.unicastTarget(n, t.iface))) at(t.nextRetryAt);
+      if (t.phase === 'offering' && t.offered && (t.nextRetryAt > now || this.unicastTarget(n, t.iface))) at(t.nextRetryAt);
       if (t.phase === 'up' && !n.quiet && this.preferredPath(n)) {
         if (t.handshakeAt === undefined && t.appliedGeneration === t.generation) at(t.configuredAt + o.tunnels.handshakeTimeoutMs + 1);
         if (t.role === 'initiator') at(t.rekeyAt);

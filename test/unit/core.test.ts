@@ -449,9 +449,11 @@ describe('tunnel negotiation', () => {
 
   it('converges with 30 % datagram loss: every one of 20 seeds within 60 s, most within 20 s', () => {
     // One seed says little: any change to what is sent reshuffles which datagrams are lost.
-    // Over 300 seeds (lan-5, both confirm rules) the mean is 15.7 s, about half converge
-    // within 10 s and 70 % within 17 s (offer retries at 1, 3, 7, 15 s make the steps), and
-    // one in 300 takes longer than 60 s.
+    // Seeds 1-500: mean 11.8 s, median 8.5 s, 441 within 20 s, none past 60 s (offer retries
+    // at 1, 3, 7, 15 s make the steps). Before offers went out ahead of the initiator's end
+    // and the crossing winner answered a late crossing offer (issue 13): mean 15.0 s, median
+    // 10.5 s, 379 within 20 s. With independent losses (Math.random in place of the seeded
+    // stream) the same: 12.1 s, 426 within 20 s, none past 60 s, against 14.9 s, 386, 4.
     const took: number[] = [];
     for (let seed = 1; seed <= 20; seed++) {
       const sim = new MeshSim(seed);
@@ -466,8 +468,8 @@ describe('tunnel negotiation', () => {
       took.push(allPairsTunneled(sim) ? t : Infinity);
     }
     expect(took.filter((t) => t === Infinity)).toEqual([]);
-    // 14 of these 20 under both confirm rules.
-    expect(took.filter((t) => t <= 20_000).length).toBeGreaterThanOrEqual(12);
+    // 19 of these 20 (14 before); 88 % over 500 seeds, so 15 leaves room for a reshuffle.
+    expect(took.filter((t) => t <= 20_000).length).toBeGreaterThanOrEqual(15);
   }, 30_000);
 
   it('crossing offers end in one tunnel: the lower key wins', () => {
@@ -484,6 +486,38 @@ describe('tunnel negotiation', () => {
     const bytes = (n: typeof a) => Buffer.from(n!.key, 'base64');
     const [low, high] = Buffer.compare(bytes(a), bytes(b)) < 0 ? [a!, b!] : [b!, a!];
     expect(low.core.neighborList()[0]!.tunnel!.role).toBe('initiator');
+    expect(high.core.neighborList()[0]!.tunnel!.role).toBe('responder');
+  });
+
+  it('the winner of a crossing sends its offer again at once when the loser offers, not at its next retry', () => {
+    // The higher node's first offers are lost; it answers the lower one's offer, but its confirm
+    // is lost and so are the lower node's retries. After 15 s without a handshake the higher node
+    // offers again; the lower node wins that crossing: its own offer goes again at once (at most
+    // once a second), and the tunnel stands before the lower node's next retry (23 s).
+    const sim = new MeshSim(7);
+    const [x, y] = lan(sim, 2);
+    const bytes = (n: typeof x) => Buffer.from(n!.key, 'base64');
+    const [low, high] = Buffer.compare(bytes(x), bytes(y)) < 0 ? [x!, y!] : [y!, x!];
+    const start = sim.now;
+    let offersFromLow = 0;
+    sim.dropIf = (from, _to, type) => {
+      const at = sim.now - start;
+      if (from === high && type === 'scrooge_tunnel') return at < 5000;
+      if (at >= 15_500) return false;
+      if (from === high && type === 'scrooge_tunnel_confirm') return true;
+      return from === low && type === 'scrooge_tunnel' && ++offersFromLow > 1;
+    };
+    low.start();
+    high.start();
+    let t = 0;
+    while (!sim.tunneled(low, high) && t < 30_000) {
+      sim.run(100);
+      t += 100;
+    }
+    const again = low.events.filter((e) => e.kind === 'event' && e.event === 'tunnel-offer' && 'again' in e);
+    expect(again.length).toBeGreaterThan(0);
+    // The lower node's own retries come at 1, 3, 7, 15 and 23 s: the one at 23 s is not waited for.
+    expect(t).toBeLessThan(19_000);
     expect(high.core.neighborList()[0]!.tunnel!.role).toBe('responder');
   });
 

@@ -91,6 +91,8 @@ export class MeshSim {
   loss = 0;
   delayMs = 1;
   applyDelayMs = 20;
+  /** Datagrams to lose on purpose (besides `loss`): a test's own pattern of losses. */
+  dropIf: ((from: SimNode, to: SimNode, type: string) => boolean) | undefined;
   private queue: Pending[] = [];
   private order = 0;
   readonly random: (n: number) => Uint8Array;
@@ -142,6 +144,7 @@ export class MeshSim {
         for (const oi of other.ifaces) {
           if (oi.segment !== iface.segment) continue;
           if (!a.to.address.startsWith('ff02:') && oi.linkLocal !== a.to.address) continue;
+          if (this.dropIf?.(node, other, a.type)) continue;
           if (this.loss > 0 && this.lossRandom(1)[0]! / 256 < this.loss) continue;
           this.at(this.delayMs, () => {
             if (other.running) this.handle(other, other.core.receive(a.bytes, { address: iface.linkLocal, iface: oi.name }, this.now));
