@@ -93,7 +93,13 @@ export function formatIPv6Groups(groups: readonly number[]): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
-/** True for a unicast link-local address (fe80::/10), the only source the protocol speaks from. */
+/**
+ * True for a unicast link-local address (fe80::/10), the only source the protocol speaks from.
+ * Parsed each time, although an idle agent's profile put it at 4 % (every datagram's source):
+ * a memo of it in the core, together with the core's random bytes drawn a page at a time
+ * (1.2 %), measured nothing (lan-10 idle side by side, two pairs: 0.808/0.816 % of a core
+ * per agent against 0.785/0.835 %).
+ */
 export function isLinkLocalUnicast(text: string): boolean {
   const groups = parseIPv6Groups(text);
   return groups !== undefined && (groups[0]! & 0xffc0) === 0xfe80;
