@@ -449,11 +449,9 @@ describe('tunnel negotiation', () => {
 
   it('converges with 30 % datagram loss: every one of 20 seeds within 60 s, most within 20 s', () => {
     // One seed says little: any change to what is sent reshuffles which datagrams are lost.
-    // Seeds 1-500: mean 11.8 s, median 8.5 s, 441 within 20 s, none past 60 s (offer retries
-    // at 1, 3, 7, 15 s make the steps). Before offers went out ahead of the initiator's end
-    // and the crossing winner answered a late crossing offer (issue 13): mean 15.0 s, median
-    // 10.5 s, 379 within 20 s. With independent losses (Math.random in place of the seeded
-    // stream) the same: 12.1 s, 426 within 20 s, none past 60 s, against 14.9 s, 386, 4.
+    // Seeds 1-300: mean 13.1 s, median 10 s, 250 within 20 s, none past 60 s (offer retries
+    // at 1, 3, 7, 15 s make the steps). Before the crossing winner answered a late crossing
+    // offer (issue 13), seeds 1-500: mean 15.0 s, median 10.5 s, 379 within 20 s (76 %).
     const took: number[] = [];
     for (let seed = 1; seed <= 20; seed++) {
       const sim = new MeshSim(seed);
@@ -468,8 +466,8 @@ describe('tunnel negotiation', () => {
       took.push(allPairsTunneled(sim) ? t : Infinity);
     }
     expect(took.filter((t) => t === Infinity)).toEqual([]);
-    // 19 of these 20 (14 before); 88 % over 500 seeds, so 15 leaves room for a reshuffle.
-    expect(took.filter((t) => t <= 20_000).length).toBeGreaterThanOrEqual(15);
+    // 15 of these 20 (14 before); 83 % over 300 seeds, so 13 leaves room for a reshuffle.
+    expect(took.filter((t) => t <= 20_000).length).toBeGreaterThanOrEqual(13);
   }, 30_000);
 
   it('crossing offers end in one tunnel: the lower key wins', () => {
