@@ -753,7 +753,7 @@ export class MeshCore {
     if (!target) return [];
     t.attempts++;
     t.nextRetryAt = now + this.backoff(t.attempts);
-    return this.offerActions(n, t, target, now, false);
+    return this.offerActions(n, t, t.offered, target, now, false);
   }
 
   /**
@@ -769,16 +769,16 @@ export class MeshCore {
     const t = n.tunnel;
     if (!t || t.phase !== 'offering' || !t.offered || t.attempts === 0 || t.appliedGeneration !== t.generation || now - t.offeredAt < this.options.tunnels.retryMinMs) return [];
     const target = this.unicastTarget(n, t.iface);
-    return target ? this.offerActions(n, t, target, now, true) : [];
+    return target ? this.offerActions(n, t, t.offered, target, now, true) : [];
   }
 
-  private offerActions(n: NeighborState, t: TunnelState, target: { control: Endpoint; ownAddress: string }, now: number, again: boolean): Action[] {
+  private offerActions(n: NeighborState, t: TunnelState, offered: TunnelKeys, target: { control: Endpoint; ownAddress: string }, now: number, again: boolean): Action[] {
     t.offeredAt = now;
     return [
-      { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== t.offered!.privateKey, ...(again ? { again } : {}) },
+      { kind: 'event', event: 'tunnel-offer', neighbor: n.key, ifname: t.ifname, attempt: t.attempts, rekey: t.active.privateKey !== offered.privateKey, ...(again ? { again } : {}) },
       this.send(t.iface, target.control, {
         type: TUNNEL, publicKey: this.deps.identity.publicKey, recipient: n.publicKey, seq: this.deps.seq.next(),
-        tunnelKey: t.offered!.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
+        tunnelKey: offered.publicKey, endpoint: { address: target.ownAddress, zone: t.iface, port: t.listenPort },
       }, n.key),
     ];
   }
