@@ -738,17 +738,18 @@ export class MeshCore {
     n.tunnel = t;
     const actions: Action[] = [];
     if (old && reason !== 'new') actions.push({ kind: 'event', event: 'tunnel-renegotiate', neighbor: n.key, ifname: t.ifname, reason });
-    // The offer goes out once our end listens (tunnelApplied), or now for a re-key. Not sooner
-    // (tried, issue 13: lan-20 converged ~12 % sooner), as the port it names is not ours until
-    // the setup binds it: a busy port moved after the offer left the neighbor a stale endpoint
-    // (the netns lan-5 test caught one).
+    // The offer goes out at once, while our end is still being made: the neighbor makes its end
+    // meanwhile, so the two makings overlap instead of following each other (on grid-100 each
+    // took seconds, one after the other). Its WireGuard may knock before ours listens; ours
+    // knocks itself once the confirm gives it the peer. The port it names is not bound yet: if
+    // it turns out busy, tunnelFailed negotiates again with fresh keys ('port-moved').
     actions.push(...this.sendOfferIfDue(n, now));
     return actions;
   }
 
   private sendOfferIfDue(n: NeighborState, now: number): Action[] {
     const t = n.tunnel;
-    if (!t || t.phase !== 'offering' || !t.offered || t.appliedGeneration !== t.generation || now < t.nextRetryAt) return [];
+    if (!t || t.phase !== 'offering' || !t.offered || now < t.nextRetryAt) return [];
     const target = this.unicastTarget(n, t.iface);
     if (!target) return [];
     t.attempts++;
@@ -767,7 +768,7 @@ export class MeshCore {
    */
   private answerCrossing(n: NeighborState, now: number): Action[] {
     const t = n.tunnel;
-    if (!t || t.phase !== 'offering' || !t.offered || t.attempts === 0 || t.appliedGeneration !== t.generation || now - t.offeredAt < this.options.tunnels.retryMinMs) return [];
+    if (!t || t.phase !== 'offering' || !t.offered || t.attempts === 0 || now - t.offeredAt < this.options.tunnels.retryMinMs) return [];
     const target = this.unicastTarget(n, t.iface);
     return target ? this.offerActions(n, t, t.offered, target, now, true) : [];
   }
@@ -799,8 +800,14 @@ export class MeshCore {
     }
     if (!t && !this.newTunnelAllowed(now)) return []; // the offer is retried
     const crossed = t?.role === 'initiator' && t.phase === 'offering';
-    // Reuse what we built: a crossing loser keeps the end it already has (key and port).
-    const keys = crossed && t!.offered && t!.active.privateKey === t!.offered.privateKey ? t!.offered : this.newKeys();
+    // Reuse what we built (PROTOCOL.md §6): a crossing loser keeps the end it already has (key
+    // and port), and so does a tunnel that never handshook. A confirm does not say which offer
+    // it answers: an initiator that offered again (its port moved, or no handshake came) may
+    // take our answer to its earlier offer for the answer to the new one, and it is, if our end
+    // stays the same. A tunnel that worked gets fresh keys (a re-key, a neighbor restarted).
+    const keys = crossed
+      ? (t!.offered && t!.active.privateKey === t!.offered.privateKey ? t!.offered : this.newKeys())
+      : (t && t.handshakeAt === undefined ? { privateKey: t.active.privateKey, publicKey: t.active.publicKey } : this.newKeys());
     const listenPort = t?.listenPort ?? this.allocatePort(now);
     if (listenPort === undefined) return [this.noPort(n)];
     n.tunnel = newTunnel({
@@ -858,7 +865,15 @@ export class MeshCore {
   tunnelApplied(ifname: string, generation: number, now: number): Action[] {
     const n = this.neighborByIfname(ifname);
     const t = n?.tunnel;
-    if (!n || !t || generation !== t.generation) return [];
+    if (!n || !t) return [];
+    if (generation !== t.generation) {
+      // An older configuration reached the kernel after a newer one was wanted (the answer to
+      // our offer came while our end was being made): the newer one is still to be applied,
+      // but the interface holds one of ours, and so the port it binds (`configured`): not a
+      // busy port to move away from.
+      if (generation > t.appliedGeneration && generation < t.generation) t.appliedGeneration = generation;
+      return [];
+    }
     t.appliedGeneration = generation;
     t.setupFailures = 0;
     if (t.phase === 'offering') return this.sendOfferIfDue(n, now);
@@ -885,6 +900,11 @@ export class MeshCore {
       const port = this.allocatePort(now);
       if (port === undefined) return [this.noPort(n)];
       t.listenPort = port;
+      // The neighbor was told the old port (our offer, or our confirm, named it): a retry with
+      // the same key would change nothing there, so the new port goes out with fresh keys.
+      // (With no path to it, the handshake timeout or its removal settles the tunnel.)
+      const told = (t.role === 'initiator' && t.attempts > 0) || t.confirm !== undefined;
+      if (told && this.preferredPath(n)) return this.initiate(n, now, 'port-moved');
       this.bump(t);
       return [];
     }
@@ -1056,7 +1076,7 @@ export class MeshCore {
         if (o.tunnels.enabled && n.twoWayAt !== undefined && portFree && this.preferredPath(n)) at(now + 1000 / T.NEW_TUNNELS_PER_SECOND);
         continue;
       }
-      if (t.phase === 'offering' && t.offered && t.appliedGeneration === t.generation && (t.nextRetryAt > now || this.unicastTarget(n, t.iface))) at(t.nextRetryAt);
+      if (t.phase === 'offering' && t.offered && (t.nextRetryAt > now || this.unicastTarget(n, t.iface))) at(t.nextRetryAt);
       if (t.phase === 'up' && !n.quiet && this.preferredPath(n)) {
         if (t.handshakeAt === undefined && t.appliedGeneration === t.generation) at(t.configuredAt + o.tunnels.handshakeTimeoutMs + 1);
         if (t.role === 'initiator') at(t.rekeyAt);

@@ -91,8 +91,12 @@ export class MeshSim {
   loss = 0;
   delayMs = 1;
   applyDelayMs = 20;
+  /** A node's own setup time, where nodes differ (else applyDelayMs). */
+  applyDelayOf: ((node: SimNode) => number) | undefined;
   /** Datagrams to lose on purpose (besides `loss`): a test's own pattern of losses. */
   dropIf: ((from: SimNode, to: SimNode, type: string) => boolean) | undefined;
+  /** Ports someone else holds: an apply that would bind one fails as busy (tunnelFailed). */
+  portBusy: ((node: SimNode, port: number) => boolean) | undefined;
   private queue: Pending[] = [];
   private order = 0;
   readonly random: (n: number) => Uint8Array;
@@ -163,14 +167,23 @@ export class MeshSim {
     for (const d of desired) {
       const cur = node.applied.get(d.ifname);
       if (cur && cur.generation === d.generation) continue;
-      const pendingKey = `${node.name}/${d.ifname}/${d.generation}`;
+      // One setup at a time per interface, as the agent's reconciler runs one pass at a time.
+      const pendingKey = `${node.name}/${d.ifname}`;
       if (this.pendingApply.has(pendingKey)) continue;
       this.pendingApply.add(pendingKey);
-      this.at(this.applyDelayMs, () => {
+      // As the agent's reconciler: an interface that holds a configuration of ours (the core
+      // says `configured`) owns its port; any other must find the port free, and a port our own
+      // interfaces hold, this one's included, is not.
+      const owned = node.core.desiredTunnels(this.now).find((x) => x.ifname === d.ifname)?.configured === true && !!cur;
+      this.at(this.applyDelayOf?.(node) ?? this.applyDelayMs, () => {
         this.pendingApply.delete(pendingKey);
         if (!node.running) return;
         const now = node.core.desiredTunnels(this.now).find((x) => x.ifname === d.ifname)?.intent;
-        if (!now || now.generation !== d.generation) return;
+        if (!now) return;
+        const held = [...node.applied.values()].some((t) => t.listenPort === d.listenPort);
+        if (!owned && (held || this.portBusy?.(node, d.listenPort))) return this.handle(node, node.core.tunnelFailed(d.ifname, d.generation, { portBusy: true }, this.now));
+        // What was asked reaches the kernel, even if a newer generation is wanted by now (the
+        // core is told, as the agent tells it; the next pass applies the newer one).
         node.applied.set(d.ifname, d);
         this.handle(node, node.core.tunnelApplied(d.ifname, d.generation, this.now));
       });
